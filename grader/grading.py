@@ -1,0 +1,122 @@
+"""Grade one submission: start its worker, run the hidden suites, build the result.
+
+The judge (this process) imports the suites and ``reference``; the submission
+only ever runs in the worker. The worker is started first, in the background,
+so its fork server imports torch while this process imports pytest and the suites.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from grader.exercises import SUITES, ExerciseSet, Question
+from grader.judge import DEFAULT_MEMORY_LIMIT, WorkerProcess
+
+
+class KitError(RuntimeError):
+    """A hidden suite could not be collected: a bug in the kit, not in the submission."""
+
+
+def resolve_device(name: str) -> str:
+    """``cpu``/``cuda``/``auto`` → ``cpu`` or ``cuda``.
+
+    Raises:
+        click.UsageError: ``cuda`` asked for and no GPU is present.
+    """
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA GPU is visible to torch here (use --device cpu or auto)")
+    return name
+
+
+def check_submission(path: Path) -> Path:
+    """The submission folder, resolved.
+
+    Raises:
+        click.UsageError: it does not exist or holds no ``q*.py`` file.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise click.UsageError(f"submission folder {path} does not exist")
+    if not any(path.glob("q*.py")):
+        raise click.UsageError(f"{path} holds no q*.py files: point --submission at the folder with your answers")
+    return path
+
+
+def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Path, *, device: str = "cpu",
+          memory_limit: int = DEFAULT_MEMORY_LIMIT, threads: int = 0, worker: WorkerProcess | None = None
+          ) -> dict[str, Any]:
+    """Grade ``submission`` on ``questions`` of ``exercise`` and return the result document.
+
+    Args:
+        device: ``cpu`` or ``cuda`` (already resolved); reference and learner code both run there.
+        worker: an already-started worker to use (it is stopped afterwards either way).
+
+    Raises:
+        KitError: a hidden suite failed to import.
+    """
+    import pytest
+
+    started = time.perf_counter()
+    worker = worker or WorkerProcess(submission, memory_limit=memory_limit, threads=threads,
+                                     cap_address_space=device != "cuda")
+    if worker._starting is None:
+        worker.start()
+    import torch
+
+    from grader.plugin import GradingPlugin
+    from grader.scoring import build_result
+
+    plugin = GradingPlugin(worker, torch.device(device))
+    arguments = [str(q.suite) for q in questions] + [
+        "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--assert=plain", "--import-mode=importlib",
+        "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
+        "-W", "ignore::DeprecationWarning",
+    ]
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output):
+            code = pytest.main(arguments, plugins=[plugin])
+        peak_rss = worker.peak_rss()
+    finally:
+        worker.stop()
+    if plugin.collection_errors or code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
+        raise KitError("hidden suite failed: " + ("\n".join(plugin.collection_errors) or output.getvalue()[-3000:]))
+    return build_result(
+        exercise, questions, plugin.records,
+        submission=str(submission), device=device, duration_s=round(time.perf_counter() - started, 3),
+        worker_peak_rss_mb=round(peak_rss / 2**20, 1),
+    )
+
+
+def collect_points(exercise: ExerciseSet) -> dict[str, float]:
+    """Points per question, from the ``points`` markers of the collected hidden tests."""
+    import pytest
+
+    from grader.plugin import MARKERS, points_of, question_of
+
+    totals: dict[str, float] = {}
+
+    class Collector:
+        def pytest_configure(self, config):
+            for name, text in MARKERS.items():
+                config.addinivalue_line("markers", f"{name}: {text}")
+
+        def pytest_collection_finish(self, session):
+            for item in session.items:
+                totals[question_of(item)] = totals.get(question_of(item), 0.0) + points_of(item)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        pytest.main([str(q.suite) for q in exercise.questions] + [
+            "--collect-only", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
+            "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES)], plugins=[Collector()])
+    return totals

@@ -1,0 +1,400 @@
+"""The judge's side of the seam: a worker process and proxies to learner objects.
+
+Hidden suites never import learner code. They get a :class:`Learner` (the
+``learner`` fixture) whose attributes are the submission's modules
+(``learner.q1`` is ``q1_*.py``), and every attribute read, call or method call on
+what it hands out runs in the worker (``grader.worker``). Tensors and plain data
+come back; other objects come back as :class:`Remote` proxies.
+
+When learner code hangs past the time limit, crashes the process or exceeds the
+memory cap, the call raises :class:`WorkerDied` with a plain-words message, the
+worker is replaced, and the next request goes to a fresh one.
+"""
+
+from __future__ import annotations
+
+import builtins
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from grader import protocol
+from grader.figures import FigureInfo
+from grader.protocol import FIGURE, REMOTE, Ref
+
+KIT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TIME_LIMIT = 10.0  # seconds per call into learner code
+DEFAULT_MEMORY_LIMIT = 4 * 2**30  # bytes of address space / resident memory above the worker's start
+MAX_SUBMISSION_BYTES = 20 * 2**20  # .py files copied into the worker's folder
+
+_context = multiprocessing.get_context("forkserver")
+_context.set_forkserver_preload(["torch", "grader.worker"])
+
+
+class LearnerError(Exception):
+    """Learner code raised an exception in the worker.
+
+    Builtin exception types are re-raised as subclasses of both this class and the
+    builtin (``LearnerError[ValueError]``), so ``pytest.raises(ValueError)`` works.
+    """
+
+    def __init__(self, type_name: str, message: str, learner_traceback: str, call: str):
+        super().__init__(message)
+        self.type_name, self.message, self.learner_traceback, self.call = type_name, message, learner_traceback, call
+
+    def __str__(self) -> str:
+        return f"{self.call} raised {self.type_name}: {self.message}"
+
+
+_error_types: dict[str, type] = {}
+
+
+def _learner_error(info: dict, call: str) -> LearnerError:
+    base = getattr(builtins, info["type"], None) if info.get("builtin") else None
+    cls = LearnerError
+    if isinstance(base, type) and issubclass(base, Exception) and not issubclass(base, LearnerError):
+        cls = _error_types.setdefault(info["type"], type(f"Learner{info['type']}", (LearnerError, base), {}))
+    error = cls.__new__(cls)
+    LearnerError.__init__(error, info["type"], info["message"], info["traceback"], call)
+    return error
+
+
+class WorkerDied(Exception):
+    """The worker was killed (time limit, memory cap) or ended itself (crash, ``os._exit``)."""
+
+
+class WorkerProcess:
+    """One worker process serving one submission; restarted after it dies.
+
+    Args:
+        submission: folder holding the learner's ``q*.py`` files (copied, never run in place).
+        memory_limit: bytes the worker may grow by (address space on CPU, resident memory always).
+        threads: torch intra-op threads in the worker.
+        cap_address_space: set ``RLIMIT_AS`` (off for CUDA, which maps large address ranges).
+    """
+
+    def __init__(self, submission: Path, *, memory_limit: int = DEFAULT_MEMORY_LIMIT, threads: int = 0,
+                 cap_address_space: bool = True):
+        self.submission = Path(submission)
+        self.memory_limit = memory_limit
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.cap_address_space = cap_address_space
+        self.time_limit = DEFAULT_TIME_LIMIT
+        self.last_call = ""  # the last call into learner code, shown with every failure
+        self.callback: Callable[[dict], Any] | None = None
+        self.generation = 0
+        self.process = None
+        self.conn = None
+        self.workdir: Path | None = None
+        self._starting: threading.Thread | None = None
+        self._start_error: BaseException | None = None
+
+    # -- life cycle ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker in the background (the first start also boots the fork server)."""
+        self._starting = threading.Thread(target=self._start, daemon=True)
+        self._starting.start()
+
+    def _start(self) -> None:
+        try:
+            self.workdir = Path(tempfile.mkdtemp(prefix="grade-worker-"))
+            _copy_submission(self.submission, self.workdir)
+            ours, theirs = _context.Pipe()
+            from grader import worker
+
+            self.process = _context.Process(
+                target=worker.main, daemon=True,
+                args=(theirs, str(self.workdir), str(KIT_ROOT), self.memory_limit if self.cap_address_space else None,
+                      self.threads),
+            )
+            self.process.start()
+            theirs.close()
+            self.conn = ours
+            self.base_rss = _rss(self.process.pid)
+            self.generation += 1
+        except BaseException as exc:  # noqa: BLE001 - reported on the first request
+            self._start_error = exc
+
+    def _ready(self) -> None:
+        if self._starting is None:
+            self.start()
+        self._starting.join()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self) -> None:
+        """Stop the worker and remove its folder."""
+        if self._starting is not None:
+            self._starting.join()
+        if self.process is not None and self.process.is_alive():
+            try:
+                self.conn.send_bytes(protocol.dumps_request({"op": "stop"}))
+                self.process.join(1.0)
+            except OSError:
+                pass
+        self._kill()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._starting = None
+
+    def _kill(self) -> None:
+        if self.process is None:
+            return
+        if self.process.is_alive():
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.process.kill()
+        self.process.join(5.0)
+
+    def output_tail(self, lines: int = 5) -> str:
+        """The last lines the learner's code printed (stdout and stderr)."""
+        try:
+            text = (self.workdir / "output.log").read_text(errors="replace")
+        except (OSError, TypeError):
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def peak_rss(self) -> int:
+        """The worker's peak resident memory in bytes (VmHWM, read from /proc)."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except (OSError, AttributeError):
+            return 0
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+    # -- requests -----------------------------------------------------------------
+    def request(self, op: str, call: str, time_limit: float | None = None, **arguments: Any) -> Any:
+        """Run one request in the worker and return its decoded result.
+
+        Raises:
+            LearnerError: learner code raised.
+            WorkerDied: time limit, memory cap, or the process ended; the worker is replaced.
+        """
+        self._ready()
+        limit = self.time_limit if time_limit is None else time_limit
+        try:
+            self.conn.send_bytes(protocol.dumps_request({"op": op, **arguments}))
+        except (OSError, BrokenPipeError):
+            self._died(call, "ended before it could be asked anything")
+        deadline = time.monotonic() + limit
+        while True:
+            if self.conn.poll(0.05):
+                try:
+                    data = self.conn.recv_bytes()
+                except (EOFError, OSError):
+                    self._died(call, None)
+                reply = protocol.loads_reply(data)
+                if isinstance(reply, dict) and "callback" in reply:
+                    self._answer_callback(reply["callback"])
+                    continue
+                if not isinstance(reply, dict) or not ({"ok", "error"} & reply.keys()):
+                    raise protocol.ProtocolError("the worker sent a malformed reply")
+                if "error" in reply:
+                    raise _learner_error(reply["error"], call)
+                return self._wrap(reply["ok"], call)
+            if not self.process.is_alive():
+                self._died(call, None)
+            if time.monotonic() > deadline:
+                self._died(call, f"did not return within {limit:g} s (an endless loop?)")
+            if _rss(self.process.pid) - self.base_rss > self.memory_limit:
+                self._died(call, f"used more than {self.memory_limit / 2**30:g} GiB of memory")
+
+    def _died(self, call: str, why: str | None) -> None:
+        self._kill()
+        if why is None:
+            code = self.process.exitcode
+            if code is not None and code < 0:
+                name = signal.Signals(-code).name
+                why = f"crashed the worker process ({name})" + (" - out of memory?" if name == "SIGKILL" else "")
+            else:
+                why = f"ended the worker process (exit code {code}: os._exit or sys.exit?)"
+        printed = self.output_tail()
+        self.start()  # a fresh worker for the next request
+        message = f"{call}: your code {why}"
+        if printed:
+            message += f"\nlast output:\n{printed}"
+        raise WorkerDied(message)
+
+    def _answer_callback(self, request: Any) -> None:
+        try:
+            reply = {"ok": self.callback(request)}
+        except Exception as exc:  # noqa: BLE001 - sent back to the learner's test as its exception
+            reply = {"error": type(exc)(*exc.args) if type(exc).__module__ == "builtins" else RuntimeError(str(exc))}
+        self.conn.send_bytes(protocol.dumps_request(reply))
+
+    def _wrap(self, value: Any, call: str) -> Any:
+        if isinstance(value, dict):
+            if REMOTE in value:
+                return Remote(self, value[REMOTE], value["type"], call)
+            if FIGURE in value:
+                return FigureInfo.from_description(value[FIGURE])
+            return {k: self._wrap(v, call) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._wrap(v, call) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._wrap(v, call) for v in value)
+        return value
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _copy_submission(source: Path, target: Path) -> None:
+    """Copy the submission's Python files (sub-packages too) into the worker's folder."""
+    total = 0
+    for path in sorted(source.rglob("*.py")):
+        if "__pycache__" in path.parts or any(part.startswith(".") for part in path.relative_to(source).parts):
+            continue
+        total += path.stat().st_size
+        if total > MAX_SUBMISSION_BYTES:
+            break
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+
+
+def describe_value(value: Any) -> str:
+    """Short description of an argument for feedback: ``float32[2, 10, 64]``, ``3``, ``'x'``."""
+    if isinstance(value, torch.Tensor):
+        text = f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}"
+        return text if value.device.type == "cpu" else f"{text}@{value.device.type}"
+    if isinstance(value, Remote):
+        return value._call
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"{type(value).__name__} of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _signature(args: tuple, kwargs: dict) -> str:
+    parts = [describe_value(a) for a in args] + [f"{k}={describe_value(v)}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def _refs(value: Any) -> Any:
+    if isinstance(value, Remote):
+        return Ref(value._handle)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_refs(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _refs(v) for k, v in value.items()}
+    return value
+
+
+class Remote:
+    """A learner object living in the worker. Attribute reads and calls run there.
+
+    ``learner.q2.MultiHeadAttention(64, 4)`` is a Remote; calling it returns the
+    output tensors. Methods are called in one round trip. ``_call`` is how the
+    object was made, in the learner's terms (used in feedback).
+    """
+
+    __slots__ = ("_worker", "_handle", "_type", "_call", "_generation")
+
+    def __init__(self, worker: WorkerProcess, handle: int, type_name: str, call: str):
+        object.__setattr__(self, "_worker", worker)
+        object.__setattr__(self, "_handle", handle)
+        object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_call", call)
+        object.__setattr__(self, "_generation", worker.generation)
+
+    def _request(self, op: str, call: str, **arguments: Any) -> Any:
+        if self._generation != self._worker.generation:
+            raise WorkerDied(f"{call}: this object was lost when your code crashed an earlier call")
+        self._worker.last_call = call
+        return self._worker.request(op, call, target=Ref(self._handle), **arguments)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._request("getattr", f"{self._call}.{name}", name=name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._request("setattr", f"{self._call}.{name} = ...", name=name, value=_refs(value))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._request("call", self._call + _signature(args, kwargs), args=_refs(args), kwargs=_refs(kwargs))
+
+    def __iter__(self):
+        return iter(self._request("list", f"list({self._call})"))
+
+    def __len__(self) -> int:
+        return self._request("len", f"len({self._call})")
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._request("getitem", f"{self._call}[{key!r}]", key=_refs(key))
+
+    def __repr__(self) -> str:
+        return f"<learner {self._type}: {self._call}>"
+
+
+class Learner:
+    """The submission as hidden suites see it: ``learner.q1`` is the module ``q1_*.py``.
+
+    Also: :meth:`grad` for a forward+backward pass in the worker, :meth:`load_weights`
+    to copy reference weights into a learner module with a clear key-mismatch message.
+    """
+
+    def __init__(self, worker: WorkerProcess):
+        self._worker = worker
+        self._modules: dict[str, Remote] = {}
+
+    def __getattr__(self, name: str) -> Remote:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        module = self._modules.get(name)
+        if module is None or module._generation != self._worker.generation:
+            self._worker.last_call = f"import {name}"
+            module = self._worker.request("import", f"import {name}", name=name)
+            module = Remote(self._worker, module._handle, "module", name)
+            self._modules[name] = module
+        return module
+
+    def grad(self, fn: Remote, *args: Any, grad_output: torch.Tensor | None = None, **kwargs: Any) -> dict:
+        """Run ``fn(*args, **kwargs)`` and backward in the worker.
+
+        Returns:
+            ``{"output": ..., "input_grads": [Tensor | None per arg], "param_grads": {name: Tensor | None}}``;
+            the first output is back-propagated with ``grad_output`` (ones when None).
+        """
+        call = f"{fn._call}{_signature(args, kwargs)} and backward"
+        return fn._request("grad", call, args=_refs(args), kwargs=_refs(kwargs), grad_output=grad_output)
+
+    def load_weights(self, module: Remote, state_dict: dict) -> None:
+        """``module.load_state_dict(state_dict)`` with a message naming expected and found keys.
+
+        Raises:
+            AssertionError: the keys or shapes differ from the reference's.
+        """
+        found = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in state_dict.items()}
+        missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+        if missing or extra:
+            raise AssertionError(
+                f"{module._call}: parameter names differ from the specification; "
+                f"missing {missing or 'none'}, unexpected {extra or 'none'} (see the docstring for the names)"
+            )
+        shapes = [f"{k}: expected {expected[k]}, found {found[k]}" for k in expected if expected[k] != found[k]]
+        if shapes:
+            raise AssertionError(f"{module._call}: parameter shapes differ: " + "; ".join(shapes))
+        module.load_state_dict({k: v.detach().clone() for k, v in state_dict.items()})
+
+    def reset(self) -> None:
+        """Forget this test's learner objects and reseed the worker's RNGs (between tests)."""
+        if self._worker.process is not None and self._worker.process.is_alive():
+            self._worker.request("reset", "reset")
+            self._worker.request("seed", "seeding", seed=0)
+        self._modules.clear()

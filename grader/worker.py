@@ -1,0 +1,251 @@
+"""The worker: the only process that imports and runs learner code.
+
+One worker serves one submission. It is forked from a server that has imported
+torch and nothing else (``multiprocessing`` forkserver), so it starts in tens of
+milliseconds, and it serves requests from the judge until told to stop:
+import a learner module, read or set an attribute, call something, run a
+forward and backward pass. Results go back as plain data (``grader.protocol``);
+anything else stays here behind a numbered handle.
+
+Before the first request the worker shuts itself in: its working directory is
+a copy of the submission, the kit's own folders are off ``sys.path``, imports of
+``reference``, ``solutions`` and ``grader`` are refused, its address space is
+capped, and its stdout/stderr go to a log file the judge reads on failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import resource
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from grader import figures, learner_tests, protocol
+from grader.protocol import FIGURE, REMOTE, Ref
+
+FORBIDDEN = ("reference", "solutions", "grader")
+MAX_DEPTH = 8
+
+
+class ImportRefused(ImportError):
+    """Raised in the worker when learner code imports a trusted kit package."""
+
+
+class _Blocker:
+    """A meta-path finder that refuses the kit's trusted packages."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in FORBIDDEN:
+            raise ImportRefused(
+                f"import of '{fullname}' is not allowed in graded code: "
+                "your submission must not use the kit's reference, solutions or grader"
+            )
+        return None
+
+
+def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: int) -> None:
+    os.setsid()  # own process group: the judge kills it whole
+    os.chdir(workdir)
+    log = os.open(workdir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    kit = str(kit_root)
+    sys.path[:] = [str(workdir)] + [p for p in sys.path if p and not p.startswith(kit)]
+    sys.meta_path[:] = [_Blocker()] + [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
+    for name in list(sys.modules):  # this module keeps its own references to what it needs
+        if name.split(".")[0] in FORBIDDEN or name == "__mp_main__":
+            del sys.modules[name]
+    if memory_bytes:
+        current = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (current + memory_bytes, current + memory_bytes))
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["MPLBACKEND"] = "Agg"
+
+
+class Worker:
+    """Request handlers and the handle table of one worker process."""
+
+    def __init__(self, conn, workdir: Path):
+        self.conn = conn
+        self.workdir = workdir
+        self.objects: dict[int, Any] = {}
+        self.ids: dict[int, int] = {}  # id(obj) -> handle, so one object keeps one handle
+
+    # -- encoding ---------------------------------------------------------------
+    def handle(self, obj: Any) -> dict:
+        key = self.ids.get(id(obj))
+        if key is None or self.objects.get(key) is not obj:
+            key = len(self.objects) + 1
+            while key in self.objects:
+                key += 1
+            self.objects[key], self.ids[id(obj)] = obj, key
+        text = repr(obj) if isinstance(obj, type) or callable(obj) and hasattr(obj, "__name__") else type(obj).__name__
+        return {REMOTE: key, "type": type(obj).__name__, "repr": text[:200]}
+
+    def encode(self, obj: Any, depth: int = 0) -> Any:
+        import torch
+
+        if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+            return obj
+        if isinstance(obj, (torch.dtype, torch.device, torch.Size)):
+            return obj
+        if isinstance(obj, torch.Tensor):
+            return obj.detach().as_subclass(torch.Tensor).clone()
+        if isinstance(obj, learner_tests.JudgeProxy):
+            return {learner_tests.JUDGE: obj._handle}
+        if depth < MAX_DEPTH:
+            if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple) or hasattr(obj, "_fields"):
+                items = [self.encode(item, depth + 1) for item in obj]
+                return items if isinstance(obj, list) else tuple(items)
+            if isinstance(obj, dict) and all(isinstance(k, (str, int)) for k in obj):
+                return {k: self.encode(v, depth + 1) for k, v in obj.items()}
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:
+            if isinstance(obj, numpy.generic):
+                return obj.item()
+            if isinstance(obj, numpy.ndarray) and obj.dtype.kind in "biuf":
+                return torch.from_numpy(numpy.array(obj))
+        figure = sys.modules.get("matplotlib.figure")
+        if figure is not None and isinstance(obj, figure.Figure):
+            description = figures.describe(obj)
+            obj.clear()
+            return {FIGURE: description}
+        return self.handle(obj)
+
+    def decode(self, obj: Any) -> Any:
+        if isinstance(obj, Ref):
+            if obj.handle not in self.objects:
+                raise LookupError("this object belongs to an earlier worker that was restarted")
+            return self.objects[obj.handle]
+        if isinstance(obj, list):
+            return [self.decode(item) for item in obj]
+        if isinstance(obj, tuple):
+            return tuple(self.decode(item) for item in obj)
+        if isinstance(obj, dict):
+            return {k: self.decode(v) for k, v in obj.items()}
+        return obj
+
+    # -- errors -----------------------------------------------------------------
+    def describe_error(self, exc: BaseException) -> dict:
+        frames = [
+            frame for frame in traceback.extract_tb(exc.__traceback__)
+            if frame.filename.startswith(str(self.workdir))
+        ]
+        for frame in frames:
+            frame.filename = os.path.relpath(frame.filename, self.workdir)
+        builtin = type(exc).__module__ == "builtins"
+        return {
+            "type": type(exc).__name__,
+            "builtin": builtin,
+            "message": str(exc)[:2000],
+            "traceback": "".join(traceback.format_list(frames[-6:])),
+        }
+
+    # -- requests ---------------------------------------------------------------
+    def op_import(self, name: str) -> Any:
+        matches = sorted(self.workdir.glob(f"{name}_*.py")) or sorted(self.workdir.glob(f"{name}.py"))
+        if not matches:
+            raise ModuleNotFoundError(f"your submission has no file {name}_*.py")
+        try:
+            return importlib.import_module(matches[0].stem)
+        except SystemExit as exc:
+            raise RuntimeError(f"{matches[0].name} called sys.exit({exc.code}) while being imported") from None
+
+    def op_getattr(self, target: Any, name: str) -> Any:
+        return getattr(target, name)
+
+    def op_setattr(self, target: Any, name: str, value: Any) -> None:
+        setattr(target, name, value)
+
+    def op_call(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        return target(*args, **kwargs)
+
+    def op_list(self, target: Any) -> list:
+        return list(target)
+
+    def op_len(self, target: Any) -> int:
+        return len(target)
+
+    def op_getitem(self, target: Any, key: Any) -> Any:
+        return target[key]
+
+    def op_grad(self, target: Any, args: tuple, kwargs: dict, grad_output: Any) -> dict:
+        """Forward then backward; gradients of floating-point tensor arguments and of parameters."""
+        import torch
+
+        args = tuple(
+            a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+            for a in args
+        )
+        if isinstance(target, torch.nn.Module):
+            target.zero_grad(set_to_none=True)
+        output = target(*args, **kwargs)
+        first = output[0] if isinstance(output, (tuple, list)) else output
+        if not isinstance(first, torch.Tensor) or not first.requires_grad:
+            raise TypeError("the output does not depend on the inputs through autograd (was it detached?)")
+        first.backward(torch.ones_like(first) if grad_output is None else grad_output)
+        params = dict(target.named_parameters()) if isinstance(target, torch.nn.Module) else {}
+        return {
+            "output": output,
+            "input_grads": [a.grad if isinstance(a, torch.Tensor) else None for a in args],
+            "param_grads": {name: p.grad for name, p in params.items()},
+        }
+
+    def op_seed(self, seed: int) -> None:
+        import torch
+
+        random.seed(seed)
+        torch.manual_seed(seed)
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:
+            numpy.random.seed(seed)
+
+    def op_reset(self) -> None:
+        self.objects.clear()
+        self.ids.clear()
+
+    def op_learner_tests(self, path: str, impls: list) -> dict:
+        return learner_tests.run(self, path, impls)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                request = protocol.loads_request(self.conn.recv_bytes())
+            except EOFError:
+                return
+            op = request.pop("op")
+            if op == "stop":
+                return
+            try:
+                arguments = self.decode(request)
+                value = getattr(self, f"op_{op}")(**arguments)
+                reply = {"ok": self.encode(value)}
+            except BaseException as exc:  # noqa: BLE001 - learner code may raise anything, SystemExit included
+                reply = {"error": self.describe_error(exc)}
+            try:
+                data = protocol.dumps_reply(reply)
+            except BaseException as exc:  # noqa: BLE001
+                data = protocol.dumps_reply({"error": self.describe_error(exc)})
+            self.conn.send_bytes(data)
+
+    def callback(self, request: dict) -> Any:
+        """Ask the judge to run something for us (q6 implementations) and wait for its answer."""
+        self.conn.send_bytes(protocol.dumps_reply({"callback": self.encode(request)}))
+        reply = protocol.loads_request(self.conn.recv_bytes())
+        if "error" in reply:
+            raise reply["error"]
+        return reply["ok"]
+
+
+def main(conn, workdir: str, kit_root: str, memory_bytes: int | None, threads: int) -> None:
+    """Entry point of the worker process (run by ``grader.judge.WorkerProcess``)."""
+    _shut_in(Path(workdir), Path(kit_root), memory_bytes, threads)
+    Worker(conn, Path(workdir)).serve()
+    os._exit(0)
