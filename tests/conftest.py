@@ -1,0 +1,83 @@
+"""Shared fixtures of the kit's own tests: grading in-process and building submissions.
+
+``grade(folder, *questions)`` grades a folder exactly as ``grade ex4`` does (a real
+worker process, the real hidden suites) but from this process, so torch and the
+suites are imported once for the whole test run. ``make_submission`` copies the
+model answers and applies text edits (a plausible bug, or a correct rewrite).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from grader import exercises, grading
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions" / "ex4"
+EXERCISES = ROOT / "exercises" / "ex4"
+
+
+def grade(folder: Path, *questions: str, device: str = "cpu", memory_limit: int | None = None) -> dict:
+    """Grade ``folder`` on ``questions`` of ex4 (all when none); the result document."""
+    exercise = exercises.load("ex4")
+    options = {} if memory_limit is None else {"memory_limit": memory_limit}
+    return grading.grade(exercise, exercise.select(questions), Path(folder), device=device, **options)
+
+
+def question(result: dict, qid: str) -> dict:
+    return next(q for q in result["questions"] if q["id"] == qid)
+
+
+def messages(block: dict) -> str:
+    return "\n".join(t["message"] for t in block["tests"])
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A submission made from the model answers with text replacements in one file.
+
+    ``edits`` are ``(old, new)`` pairs; each ``old`` must occur in the file. ``hint``
+    is text the feedback must contain (a misconception hint), or ``None``.
+    """
+
+    name: str
+    file: str
+    edits: tuple[tuple[str, str], ...]
+    hint: str | None = None
+    extra_files: dict = field(default_factory=dict)
+
+
+def make_submission(root: Path, edit: Edit | None = None, source: Path = SOLUTIONS) -> Path:
+    """Copy ``source`` into ``root/<edit name>`` and apply ``edit``; the folder."""
+    folder = root / (edit.name.replace(" ", "_") if edit else "copy")
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    if edit:
+        path = folder / edit.file
+        text = path.read_text()
+        for old, new in edit.edits:
+            assert old in text, f"{edit.name}: {old!r} not found in {edit.file}"
+            text = text.replace(old, new)
+        path.write_text(text)
+        for name, content in edit.extra_files.items():
+            (folder / name).write_text(content)
+    return folder
+
+
+def grade_edits(tmp_path_factory: pytest.TempPathFactory, qid: str, edits: list[Edit]) -> dict[str, dict]:
+    """Grade the model answers and every edit on question ``qid``; results by edit name (``"solutions"`` too)."""
+    root = tmp_path_factory.mktemp(qid)
+    results = {"solutions": question(grade(SOLUTIONS, qid), qid)}
+    for edit in edits:
+        results[edit.name] = question(grade(make_submission(root, edit), qid), qid)
+    return results
+
+
+def assert_every_test_catches_a_bug(results: dict[str, dict], buggy: list[Edit]) -> None:
+    """Every hidden test of the question fails on at least one of the ``buggy`` edits."""
+    names = {t["name"] for t in results["solutions"]["tests"] if t["outcome"] != "skipped"}
+    caught = {t["name"] for e in buggy for t in results[e.name]["tests"] if t["outcome"] != "passed"}
+    assert names <= caught, f"hidden tests that no buggy submission fails: {sorted(names - caught)}"
