@@ -61,8 +61,14 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--fail-under", type=float, help="Exit 1 when the score is below this.")
     @click.option("--memory-limit", type=float, default=4.0, show_default=True,
                   help="GiB the worker running your code may grow by.")
+    @click.option("--time-limit", type=float, default=10.0, show_default=True,
+                  help="Seconds each call into your code may take.")
     @click.option("-v", "--verbose", is_flag=True, help="Show every test, passed ones too.")
-    def command(questions, submission, solutions, device, json_path, junit_path, fail_under, memory_limit, verbose):
+    def command(questions, submission, solutions, device, json_path, junit_path, fail_under, memory_limit, time_limit,
+                verbose):
+        from grader import forkserver
+
+        forkserver.boot()  # the workers' fork server imports torch while we import it here
         from grader import grading, report
 
         exercise = exercises.load(name)
@@ -73,7 +79,8 @@ def _grade_command(name: str) -> click.Command:
         folder = grading.check_submission(folder)
         device = grading.resolve_device(device)
         try:
-            result = grading.grade(exercise, selected, folder, device=device, memory_limit=int(memory_limit * 2**30))
+            result = grading.grade(exercise, selected, folder, device=device, memory_limit=int(memory_limit * 2**30),
+                                   time_limit=time_limit)
         except grading.KitError as error:
             click.echo(f"internal error in the grading kit (not your code): {error}", err=True)
             sys.exit(EXIT_KIT_BUG)

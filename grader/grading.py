@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from grader.exercises import SUITES, ExerciseSet, Question
-from grader.judge import DEFAULT_MEMORY_LIMIT, WorkerProcess
+from grader.judge import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT, WorkerProcess
 
 
 class KitError(RuntimeError):
@@ -53,12 +53,13 @@ def check_submission(path: Path) -> Path:
 
 
 def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Path, *, device: str = "cpu",
-          memory_limit: int = DEFAULT_MEMORY_LIMIT, threads: int = 0, worker: WorkerProcess | None = None
-          ) -> dict[str, Any]:
+          memory_limit: int = DEFAULT_MEMORY_LIMIT, time_limit: float = DEFAULT_TIME_LIMIT, threads: int = 0,
+          worker: WorkerProcess | None = None) -> dict[str, Any]:
     """Grade ``submission`` on ``questions`` of ``exercise`` and return the result document.
 
     Args:
         device: ``cpu`` or ``cuda`` (already resolved); reference and learner code both run there.
+        memory_limit: bytes the worker may grow by; time_limit: seconds per call into learner code.
         worker: an already-started worker to use (it is stopped afterwards either way).
 
     Raises:
@@ -67,7 +68,7 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     import pytest
 
     started = time.perf_counter()
-    worker = worker or WorkerProcess(submission, memory_limit=memory_limit, threads=threads,
+    worker = worker or WorkerProcess(submission, memory_limit=memory_limit, threads=threads, time_limit=time_limit,
                                      cap_address_space=device != "cuda")
     if worker._starting is None:
         worker.start()

@@ -14,7 +14,6 @@ worker is replaced, and the next request goes to a fresh one.
 from __future__ import annotations
 
 import builtins
-import multiprocessing
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from grader import protocol
+from grader.forkserver import context as _context
 from grader.figures import FigureInfo
 from grader.protocol import FIGURE, REMOTE, Ref
 
@@ -35,8 +35,6 @@ DEFAULT_TIME_LIMIT = 10.0  # seconds per call into learner code
 DEFAULT_MEMORY_LIMIT = 4 * 2**30  # bytes of address space / resident memory above the worker's start
 MAX_SUBMISSION_BYTES = 20 * 2**20  # .py files copied into the worker's folder
 
-_context = multiprocessing.get_context("forkserver")
-_context.set_forkserver_preload(["torch", "grader.worker"])
 
 
 class LearnerError(Exception):
@@ -76,18 +74,20 @@ class WorkerProcess:
 
     Args:
         submission: folder holding the learner's ``q*.py`` files (copied, never run in place).
+        time_limit: default seconds per call into learner code (a test's ``time_limit`` marker overrides).
         memory_limit: bytes the worker may grow by (address space on CPU, resident memory always).
         threads: torch intra-op threads in the worker.
         cap_address_space: set ``RLIMIT_AS`` (off for CUDA, which maps large address ranges).
     """
 
     def __init__(self, submission: Path, *, memory_limit: int = DEFAULT_MEMORY_LIMIT, threads: int = 0,
-                 cap_address_space: bool = True):
+                 cap_address_space: bool = True, time_limit: float = DEFAULT_TIME_LIMIT):
         self.submission = Path(submission)
         self.memory_limit = memory_limit
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.cap_address_space = cap_address_space
-        self.time_limit = DEFAULT_TIME_LIMIT
+        self.default_time_limit = time_limit
+        self.time_limit = time_limit
         self.last_call = ""  # the last call into learner code, shown with every failure
         self.callback: Callable[[dict], Any] | None = None
         self.generation = 0
@@ -391,6 +391,25 @@ class Learner:
         if shapes:
             raise AssertionError(f"{module._call}: parameter shapes differ: " + "; ".join(shapes))
         module.load_state_dict({k: v.detach().clone() for k, v in state_dict.items()})
+
+    def run_tests(self, name: str, implementations: list[Any]) -> dict:
+        """Run the learner's own test file ``name`` (``q6`` → ``q6_*.py``) once per implementation.
+
+        Each implementation is a judge-side namespace served to the learner's ``impl``
+        fixture through ``grader.learner_tests.ImplServer``; learner code only sees
+        its behaviour; the whole run gets the test's time limit (mark the test with
+        ``time_limit``). Returns ``grader.learner_tests.run``'s document, with
+        ``outcomes[test][i]`` for ``implementations[i]``.
+        """
+        from grader.learner_tests import ImplServer
+
+        server = ImplServer(implementations)
+        self._worker.callback = server
+        try:
+            return self._worker.request("learner_tests", f"running your tests in {name}",
+                                        name=name, impls=server.handles())
+        finally:
+            self._worker.callback = None
 
     def reset(self) -> None:
         """Forget this test's learner objects and reseed the worker's RNGs (between tests)."""

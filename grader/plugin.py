@@ -76,11 +76,13 @@ class GradingPlugin:
     @pytest.fixture
     def learner(self, request: pytest.FixtureRequest):
         marker = request.node.get_closest_marker("time_limit")
-        self.worker.time_limit = float(marker.args[0]) if marker else 10.0
+        default = self.worker.default_time_limit
+        # a marker raises the limit for slow-but-correct work; it never exceeds what the grader was given x10
+        self.worker.time_limit = min(float(marker.args[0]), 10 * default) if marker else default
         submission = Learner(self.worker)
         submission.reset()
         yield submission
-        self.worker.time_limit = 10.0
+        self.worker.time_limit = default
 
     @pytest.fixture
     def device(self) -> torch.device:

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from grader import figures, learner_tests, protocol
+from grader import figures, learner_tests, measure, protocol
 from grader.protocol import FIGURE, REMOTE, Ref
 
 FORBIDDEN = ("reference", "solutions", "grader")
@@ -149,14 +149,19 @@ class Worker:
         }
 
     # -- requests ---------------------------------------------------------------
-    def op_import(self, name: str) -> Any:
+    def find(self, name: str) -> Path:
+        """The submission file of question ``name`` (``q3`` → ``q3_attention.py``)."""
         matches = sorted(self.workdir.glob(f"{name}_*.py")) or sorted(self.workdir.glob(f"{name}.py"))
         if not matches:
             raise ModuleNotFoundError(f"your submission has no file {name}_*.py")
+        return matches[0]
+
+    def op_import(self, name: str) -> Any:
+        path = self.find(name)
         try:
-            return importlib.import_module(matches[0].stem)
+            return importlib.import_module(path.stem)
         except SystemExit as exc:
-            raise RuntimeError(f"{matches[0].name} called sys.exit({exc.code}) while being imported") from None
+            raise RuntimeError(f"{path.name} called sys.exit({exc.code}) while being imported") from None
 
     def op_getattr(self, target: Any, name: str) -> Any:
         return getattr(target, name)
@@ -211,8 +216,8 @@ class Worker:
         self.objects.clear()
         self.ids.clear()
 
-    def op_learner_tests(self, path: str, impls: list) -> dict:
-        return learner_tests.run(self, path, impls)
+    def op_learner_tests(self, name: str, impls: list) -> dict:
+        return learner_tests.run(self, self.find(name).name, impls)
 
     def serve(self) -> None:
         while True:
@@ -242,6 +247,10 @@ class Worker:
         if "error" in reply:
             raise reply["error"]
         return reply["ok"]
+
+    def op_measure(self, target: Any, name: str, args: tuple, kwargs: dict, options: dict) -> Any:
+        """Run learner code ``target`` under a trusted instrument of ``grader.measure`` (imported before shut-in)."""
+        return measure.run(name, target, args, kwargs, options)
 
 
 def main(conn, workdir: str, kit_root: str, memory_bytes: int | None, threads: int) -> None:

@@ -187,25 +187,25 @@ class _EncoderScaleAfterPE(MinimalTransformerEncoder):
 
 
 class _LayerNormBug(LayerNorm):
-    unbiased = False
-    eps_on_std = False
-    axes = "trailing"  # or "batch" (dim 0) or "last" (dim -1 only)
+    _unbiased = False
+    _eps_on_std = False
+    _axes = "trailing"  # or "batch" (dim 0) or "last" (dim -1 only)
 
     def forward(self, x: Tensor) -> Tensor:
         k = len(self.normalized_shape)
-        dims = {"trailing": tuple(range(-k, 0)), "batch": (0,), "last": (-1,)}[self.axes]
+        dims = {"trailing": tuple(range(-k, 0)), "batch": (0,), "last": (-1,)}[self._axes]
         mean = x.mean(dim=dims, keepdim=True)
-        var = x.var(dim=dims, keepdim=True, unbiased=self.unbiased)
-        denom = var.sqrt() + self.eps if self.eps_on_std else torch.sqrt(var + self.eps)
+        var = x.var(dim=dims, keepdim=True, unbiased=self._unbiased)
+        denom = var.sqrt() + self.eps if self._eps_on_std else torch.sqrt(var + self.eps)
         return self.gamma * (x - mean) / denom + self.beta
 
 
 class _BatchNormBug(BatchNorm1D):
-    running_var_biased = False
-    momentum_reversed = False
-    eval_batch_stats = False
-    normalize_unbiased = False
-    axes = "channel"  # or "feature" (per sample, like LayerNorm) or "batch_only" (dim 0 of (N, C, L))
+    _running_var_biased = False
+    _momentum_reversed = False
+    _eval_batch_stats = False
+    _normalize_unbiased = False
+    _axes = "channel"  # or "feature" (per sample, like LayerNorm) or "batch_only" (dim 0 of (N, C, L))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in (2, 3) or x.size(1) != self.num_features:
@@ -217,23 +217,24 @@ class _BatchNormBug(BatchNorm1D):
             if n < 2:
                 raise ValueError("expected more than 1 value per channel when training")
             with torch.no_grad():
-                mean, var = x.mean(dim=channel), x.var(dim=channel, unbiased=not self.running_var_biased)
+                mean, var = x.mean(dim=channel), x.var(dim=channel, unbiased=not self._running_var_biased)
                 keep, new = 1 - self.momentum, self.momentum
-                if self.momentum_reversed:
+                if self._momentum_reversed:
                     keep, new = new, keep
                 self.running_mean.mul_(keep).add_(new * mean)
                 self.running_var.mul_(keep).add_(new * var)
-        if self.training or self.eval_batch_stats:
-            dims = {"channel": channel, "feature": tuple(range(1, x.dim())), "batch_only": (0,)}[self.axes]
+        if self.training or self._eval_batch_stats:
+            dims = {"channel": channel, "feature": tuple(range(1, x.dim())), "batch_only": (0,)}[self._axes]
             mu = x.mean(dim=dims, keepdim=True)
-            var = x.var(dim=dims, keepdim=True, unbiased=self.normalize_unbiased)
+            var = x.var(dim=dims, keepdim=True, unbiased=self._normalize_unbiased)
         else:
             mu, var = self.running_mean.view(shape), self.running_var.view(shape)
         return self.gamma.view(shape) * (x - mu) / torch.sqrt(var + self.eps) + self.beta.view(shape)
 
 
 def _variant(base: type, name: str, **flags) -> type:
-    return type(name, (base,), flags)
+    # flags become private class attributes (``_unbiased``), so a q6 test cannot read them through ``impl``
+    return type(name, (base,), {f"_{flag}": value for flag, value in flags.items()})
 
 
 # --------------------------------------------------------------------------- the list

@@ -21,11 +21,13 @@ SOLUTIONS = ROOT / "solutions" / "ex4"
 EXERCISES = ROOT / "exercises" / "ex4"
 
 
-def grade(folder: Path, *questions: str, device: str = "cpu", memory_limit: int | None = None) -> dict:
-    """Grade ``folder`` on ``questions`` of ex4 (all when none); the result document."""
+def grade(folder: Path, *questions: str, device: str = "cpu", **limits) -> dict:
+    """Grade ``folder`` on ``questions`` of ex4 (all when none); the result document.
+
+    ``limits``: ``memory_limit`` (bytes) and ``time_limit`` (seconds per call), as ``grading.grade`` takes them.
+    """
     exercise = exercises.load("ex4")
-    options = {} if memory_limit is None else {"memory_limit": memory_limit}
-    return grading.grade(exercise, exercise.select(questions), Path(folder), device=device, **options)
+    return grading.grade(exercise, exercise.select(questions), Path(folder), device=device, **limits)
 
 
 def question(result: dict, qid: str) -> dict:

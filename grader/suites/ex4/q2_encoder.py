@@ -1,0 +1,459 @@
+"""A minimal Transformer encoder
+
+Hidden suite of ex4 q2 (Vaswani et al. 2017, §3.2.2-§3.4; seed 001 problem 2).
+Reference weights are loaded into the learner's modules (``learner.load_weights``),
+then outputs and gradients are compared with ``reference.encoder`` in eval mode,
+with no mask, padding masks and causal masks (bool and 0/1 int). Metamorphic
+checks: permutation equivariance of self-attention, causality of the encoder under
+a causal mask, and independence of the samples of a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from grader.checks import assert_close, assert_tensor, hints_for, matching_hint
+from grader.judge import LearnerError
+from reference.encoder import FeedForward, MinimalTransformerEncoder, MultiHeadAttention, TransformerBlock
+
+D_MODEL, N_HEADS, D_FF, N_LAYERS, VOCAB, MAX_LEN, DROPOUT = 16, 4, 32, 2, 50, 20, 0.1
+BATCH, SEQ_LEN = 2, 5
+
+# float32 throughout; a few matmuls and a softmax deep, learners may sum in another order.
+OUT_TOL = dict(rtol=1e-4, atol=1e-5)
+GRAD_TOL = dict(rtol=1e-4, atol=1e-5)
+
+MHA_ARGS, FF_ARGS = (D_MODEL, N_HEADS, DROPOUT), (D_MODEL, D_FF, DROPOUT)
+BLOCK_ARGS, ENCODER_ARGS = (D_MODEL, N_HEADS, D_FF, DROPOUT), (VOCAB, D_MODEL, N_HEADS, N_LAYERS, D_FF, MAX_LEN, DROPOUT)
+REFERENCE = {
+    "MultiHeadAttention": (MultiHeadAttention, MHA_ARGS),
+    "FeedForward": (FeedForward, FF_ARGS),
+    "TransformerBlock": (TransformerBlock, BLOCK_ARGS),
+    "MinimalTransformerEncoder": (MinimalTransformerEncoder, ENCODER_ARGS),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def reference_module(name: str, device: torch.device) -> nn.Module:
+    """The seeded reference ``name`` in eval mode, with random (not identity) LayerNorm parameters."""
+    cls, args = REFERENCE[name]
+    module = cls(*args)
+    with torch.no_grad():
+        for norm in (m for m in module.modules() if isinstance(m, nn.LayerNorm)):
+            norm.weight.copy_(1 + 0.2 * torch.randn_like(norm.weight))
+            norm.bias.copy_(0.2 * torch.randn_like(norm.bias))
+    return module.to(device).eval()
+
+
+def learner_module(learner, name: str, reference: nn.Module, device: torch.device):
+    """The learner's ``name`` built like ``reference``, moved to ``device``, in eval mode, with its weights."""
+    _, args = REFERENCE[name]
+    module = getattr(learner.q2, name)(*args)
+    module.to(device)
+    module.eval()
+    learner.load_weights(module, reference.state_dict())
+    return module
+
+
+def variant(impl: type, reference: nn.Module, *, mha: type | None = None, ff: type | None = None,
+            block: type | None = None) -> nn.Module:
+    """``impl`` built like ``reference`` (optionally with wrong sub-layers), holding its weights, in eval mode.
+
+    Misconception variants replace one class only; ``mha``/``ff``/``block`` put a wrong
+    sub-layer inside a correct outer module, so a block or encoder test can name it.
+    """
+    name = type(reference).__name__
+    _, args = REFERENCE[name]
+    module = impl(*args)
+    blocks = module.transformer_blocks if name == "MinimalTransformerEncoder" else [module]
+    if block is not None:
+        module.transformer_blocks = nn.ModuleList(block(*BLOCK_ARGS) for _ in range(N_LAYERS))
+        blocks = module.transformer_blocks
+    for b in blocks:
+        if mha is not None:
+            b.attention = mha(*MHA_ARGS)
+        if ff is not None:
+            b.feed_forward = ff(*FF_ARGS)
+    module.load_state_dict(reference.state_dict())
+    return module.to(next(reference.parameters()).device).eval()
+
+
+def hints(reference: nn.Module, run: Callable[[nn.Module], Any]) -> list:
+    """Misconception hints for ``reference``'s class and for the sub-layers inside it.
+
+    ``run(module)`` computes the checked quantity with a module built like ``reference``.
+    """
+    name = type(reference).__name__
+    found = hints_for(name, lambda impl: run(variant(impl, reference)))
+    cls = type(reference)
+    if name in ("TransformerBlock", "MinimalTransformerEncoder"):
+        found += [(f"(in your MultiHeadAttention) {text}", thunk) for text, thunk in
+                  hints_for("MultiHeadAttention", lambda impl: run(variant(cls, reference, mha=impl)))]
+        found += [(f"(in your FeedForward) {text}", thunk) for text, thunk in
+                  hints_for("FeedForward", lambda impl: run(variant(cls, reference, ff=impl)))]
+    if name == "MinimalTransformerEncoder":
+        found += [(f"(in your TransformerBlock) {text}", thunk) for text, thunk in
+                  hints_for("TransformerBlock", lambda impl: run(variant(cls, reference, block=impl)))]
+    return found
+
+
+def reference_grad(module: nn.Module, *args: Any, grad_output: torch.Tensor) -> dict:
+    """What ``learner.grad(module, *args, grad_output=...)`` returns, computed on the reference."""
+    args = tuple(a.detach().clone().requires_grad_(True) if torch.is_tensor(a) and a.is_floating_point() else a
+                 for a in args)
+    module.zero_grad(set_to_none=True)
+    output = module(*args)
+    output.backward(grad_output)
+    return {
+        "output": output.detach(),
+        "input_grads": [a.grad if torch.is_tensor(a) else None for a in args],
+        "param_grads": {name: p.grad for name, p in module.named_parameters()},
+    }
+
+
+def assert_grads_close(got: dict, reference: nn.Module, args: tuple, grad_output: torch.Tensor, what: str,
+                       arg_names: tuple[str, ...]) -> None:
+    """Output, input gradients and parameter gradients of a ``learner.grad`` call match the reference."""
+    expected = reference_grad(reference, *args, grad_output=grad_output)
+
+    def quantity(pick: Callable[[dict], Any]) -> Callable[[nn.Module], Any]:
+        return lambda module: pick(reference_grad(module, *args, grad_output=grad_output))
+
+    assert_close(got["output"], expected["output"], f"{what}: output",
+                 hints=hints(reference, quantity(lambda r: r["output"])), **OUT_TOL)
+    for i, name in enumerate(arg_names):
+        if expected["input_grads"][i] is None:
+            continue
+        grad = got["input_grads"][i]
+        assert grad is not None, f"{what}: no gradient reached the input {name} (is the graph cut, e.g. by .detach()?)"
+        assert_close(grad, expected["input_grads"][i], f"{what}: gradient of {name}",
+                     hints=hints(reference, quantity(lambda r, i=i: r["input_grads"][i])), **GRAD_TOL)
+    for name, grad in expected["param_grads"].items():
+        mine = got["param_grads"].get(name)
+        assert mine is not None, (
+            f"{what}: parameter {name} got no gradient (is the graph cut, e.g. by .detach() or torch.no_grad()?)"
+        )
+        assert_close(mine, grad, f"{what}: gradient of parameter {name}",
+                     hints=hints(reference, quantity(lambda r, name=name: r["param_grads"][name])), **GRAD_TOL)
+
+
+def padding_mask(batch: int, k_len: int, pad: int, device: torch.device) -> torch.Tensor:
+    """(batch, 1, 1, k_len) bool: the last ``pad`` keys of sample 1 are padding (False)."""
+    mask = torch.ones(batch, 1, 1, k_len, dtype=torch.bool, device=device)
+    mask[1, ..., k_len - pad:] = False
+    return mask
+
+
+def causal_mask(seq_len: int, device: torch.device, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """(seq_len, seq_len): query i may attend to keys j <= i."""
+    return torch.tril(torch.ones(seq_len, seq_len, device=device)).to(dtype)
+
+
+def describe_mask(kind: str) -> str:
+    return {"none": "no mask", "padding": "a (batch, 1, 1, k_len) bool padding mask",
+            "causal": "a (seq_len, seq_len) bool causal mask",
+            "causal_int": "a (seq_len, seq_len) 0/1 int64 causal mask"}[kind]
+
+
+def make_mask(kind: str, seq_len: int, device: torch.device) -> torch.Tensor | None:
+    if kind == "none":
+        return None
+    if kind == "padding":
+        return padding_mask(BATCH, seq_len, 2, device)
+    return causal_mask(seq_len, device, torch.int64 if kind == "causal_int" else torch.bool)
+
+
+# --------------------------------------------------------------------------- names and errors
+
+
+@pytest.mark.points(1)
+def test_parameter_names(learner):
+    for name in REFERENCE:
+        reference = reference_module(name, torch.device("cpu"))
+        _, args = REFERENCE[name]
+        learner.load_weights(getattr(learner.q2, name)(*args), reference.state_dict())
+
+
+@pytest.mark.points(0.5)
+def test_mha_rejects_indivisible_d_model(learner):
+    for d_model, n_heads in [(10, 3), (16, 5)]:
+        try:
+            learner.q2.MultiHeadAttention(d_model, n_heads)
+        except ValueError:
+            continue
+        except LearnerError as error:
+            if isinstance(error, NotImplementedError):
+                raise
+            raise AssertionError(f"MultiHeadAttention({d_model}, {n_heads}) raised {error.type_name}: "
+                                 f"{error.message}; expected ValueError (d_model % n_heads != 0)") from None
+        raise AssertionError(f"MultiHeadAttention({d_model}, {n_heads}) did not raise; expected ValueError "
+                             "(d_model must be divisible by n_heads)")
+
+
+# --------------------------------------------------------------------------- MultiHeadAttention
+
+MHA_CASES = [
+    pytest.param("none", 5, 5, id="self-no-mask"),
+    pytest.param("padding", 3, 6, id="cross-padding-mask"),
+    pytest.param("causal", 5, 5, id="self-causal-bool"),
+    pytest.param("causal_int", 5, 5, id="self-causal-int"),
+]
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("mask_kind, q_len, k_len", MHA_CASES)
+def test_mha_output(learner, device, mask_kind, q_len, k_len):
+    reference = reference_module("MultiHeadAttention", device)
+    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    query = torch.randn(BATCH, q_len, D_MODEL, device=device)  # (batch, q_len, d_model)
+    key = query if q_len == k_len else torch.randn(BATCH, k_len, D_MODEL, device=device)  # (batch, k_len, d_model)
+    mask = make_mask(mask_kind, k_len, device)
+    got = mha(query, key, key, mask)
+    expected = reference(query, key, key, mask)
+    what = (f"MultiHeadAttention{MHA_ARGS}.eval() on query ({BATCH}, {q_len}, {D_MODEL}), key = value "
+            f"({BATCH}, {k_len}, {D_MODEL}) with {describe_mask(mask_kind)}")
+    assert_close(got, expected, what, hints=hints(reference, lambda m: m(query, key, key, mask)), **OUT_TOL)
+
+
+@pytest.mark.points(1)
+def test_mha_attention_weights(learner, device):
+    reference = reference_module("MultiHeadAttention", device)
+    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    for kind, q_len, k_len in [("causal", 5, 5), ("padding", 3, 6)]:
+        query = torch.randn(BATCH, q_len, D_MODEL, device=device)
+        key = query if q_len == k_len else torch.randn(BATCH, k_len, D_MODEL, device=device)
+        mask = make_mask(kind, k_len, device)
+        mha(query, key, key, mask)
+        weights = mha.attention_weights
+        what = f"MultiHeadAttention.attention_weights after a call with {describe_mask(kind)}"
+
+        def run(m):
+            m(query, key, key, mask)
+            return m.attention_weights
+
+        found = hints(reference, run)
+        assert_tensor(weights, what, shape=(BATCH, N_HEADS, q_len, k_len))
+        allowed = mask.bool().expand(BATCH, N_HEADS, q_len, k_len)
+        sums = weights.double().sum(dim=-1)  # (batch, n_heads, q_len)
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-5):
+            index = tuple(int(i) for i in torch.unravel_index((sums - 1).abs().argmax(), sums.shape))
+            hint = matching_hint(weights, found, **OUT_TOL)
+            raise AssertionError(
+                f"{what}: each query's weights should sum to 1 over the keys (last axis); "
+                f"[batch {index[0]}, head {index[1]}, query {index[2]}] sums to {sums[index].item():.4f}"
+                + (f"\nHint: {hint}" if hint else "")
+            )
+        leaked = weights.masked_fill(allowed, 0.0).abs()
+        if leaked.max() > 0:
+            index = tuple(int(i) for i in leaked.nonzero()[0])
+            hint = matching_hint(weights, found, **OUT_TOL)
+            raise AssertionError(
+                f"{what}: masked positions must get weight exactly 0; [batch {index[0]}, head {index[1]}, "
+                f"query {index[2]}, key {index[3]}] is masked but has weight {weights[index].item():.4g}"
+                + (f"\nHint: {hint}" if hint else "")
+            )
+        assert_close(weights, run(reference), what, hints=found, **OUT_TOL)
+
+
+@pytest.mark.points(0.5)
+def test_mha_fully_masked_row(learner, device):
+    reference = reference_module("MultiHeadAttention", device)
+    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    x = torch.randn(BATCH, 4, D_MODEL, device=device)
+    mask = torch.ones(BATCH, 1, 1, 4, dtype=torch.bool, device=device)
+    mask[1] = False  # every key of sample 1 is padding
+    what = "MultiHeadAttention on x (2, 4, 16) with a padding mask that masks every key of sample 1"
+    grad_output = torch.randn(BATCH, 4, D_MODEL, device=device)
+    got = learner.grad(mha, x, x, x, mask, grad_output=grad_output)
+    weights = mha.attention_weights
+    assert_tensor(weights, f"{what}: attention_weights", shape=(BATCH, N_HEADS, 4, 4))
+    assert bool(torch.isfinite(weights).all()) and bool((weights[1] == 0).all()), (
+        f"{what}: a query whose keys are all masked must get all-zero weights (no NaN); got weights[1, 0, 0] = "
+        f"{weights[1, 0, 0].tolist()}. Fill masked scores with torch.finfo(scores.dtype).min, not -inf, "
+        "and zero the masked weights after the softmax"
+    )
+    assert_grads_close(got, reference, (x, x, x, mask), grad_output, what, ("query", "key", "value"))
+
+
+MHA_GRAD_CASES = [
+    pytest.param("padding", 3, 6, id="cross-padding-mask"),
+    pytest.param("causal", 5, 5, id="self-causal-bool"),
+]
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("mask_kind, q_len, k_len", MHA_GRAD_CASES)
+def test_mha_gradients(learner, device, mask_kind, q_len, k_len):
+    reference = reference_module("MultiHeadAttention", device)
+    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    query = torch.randn(BATCH, q_len, D_MODEL, device=device)
+    key = torch.randn(BATCH, k_len, D_MODEL, device=device)
+    value = torch.randn(BATCH, k_len, D_MODEL, device=device)
+    mask = make_mask(mask_kind, k_len, device)
+    grad_output = torch.randn(BATCH, q_len, D_MODEL, device=device)
+    got = learner.grad(mha, query, key, value, mask, grad_output=grad_output)
+    what = f"MultiHeadAttention forward and backward with {describe_mask(mask_kind)}"
+    assert_grads_close(got, reference, (query, key, value, mask), grad_output, what, ("query", "key", "value"))
+
+
+@pytest.mark.points(1)
+def test_mha_permutation_equivariance(learner, device):
+    mha = learner.q2.MultiHeadAttention(*MHA_ARGS)
+    mha.to(device)
+    mha.eval()
+    seq_len = 6
+    x = torch.randn(BATCH, seq_len, D_MODEL, device=device)
+    base = mha(x, x, x)
+    assert_tensor(base, "MultiHeadAttention(16, 4).eval()(x, x, x)", shape=(BATCH, seq_len, D_MODEL))
+
+    @given(order=st.permutations(range(seq_len)))
+    def check(order: list[int]) -> None:
+        perm = torch.tensor(order, device=device)
+        got = mha(x[:, perm], x[:, perm], x[:, perm])
+        error = (got - base[:, perm]).abs().max().item()
+        assert error <= 1e-5, (
+            f"MultiHeadAttention(16, 4) self-attention without a mask is not permutation-equivariant: "
+            f"permuting the positions of x by {order} should permute the output the same way "
+            f"(max difference {error:.3g}). Attention has no notion of position; check how you split "
+            "and merge the heads: (batch, seq_len, d_model) -> (batch, seq_len, n_heads, d_k) -> transpose(1, 2)"
+        )
+
+    check()
+
+
+# --------------------------------------------------------------------------- FeedForward
+
+
+@pytest.mark.points(1)
+def test_feed_forward_output(learner, device):
+    reference = reference_module("FeedForward", device)
+    ff = learner_module(learner, "FeedForward", reference, device)
+    x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
+    assert_close(ff(x), reference(x), f"FeedForward{FF_ARGS}.eval() on x (2, 5, 16)",
+                 hints=hints(reference, lambda m: m(x)), **OUT_TOL)
+
+
+@pytest.mark.points(0.5)
+def test_feed_forward_gradients(learner, device):
+    reference = reference_module("FeedForward", device)
+    ff = learner_module(learner, "FeedForward", reference, device)
+    x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
+    grad_output = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
+    got = learner.grad(ff, x, grad_output=grad_output)
+    assert_grads_close(got, reference, (x,), grad_output, "FeedForward forward and backward", ("x",))
+
+
+# --------------------------------------------------------------------------- TransformerBlock
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
+def test_block_output(learner, device, mask_kind):
+    reference = reference_module("TransformerBlock", device)
+    block = learner_module(learner, "TransformerBlock", reference, device)
+    x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
+    mask = make_mask(mask_kind, SEQ_LEN, device)
+    assert_close(block(x, mask), reference(x, mask),
+                 f"TransformerBlock{BLOCK_ARGS}.eval() on x (2, 5, 16) with {describe_mask(mask_kind)}",
+                 hints=hints(reference, lambda m: m(x, mask)), **OUT_TOL)
+
+
+@pytest.mark.points(1)
+def test_block_gradients(learner, device):
+    reference = reference_module("TransformerBlock", device)
+    block = learner_module(learner, "TransformerBlock", reference, device)
+    x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
+    mask = make_mask("padding", SEQ_LEN, device)
+    grad_output = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
+    got = learner.grad(block, x, mask, grad_output=grad_output)
+    assert_grads_close(got, reference, (x, mask), grad_output,
+                       f"TransformerBlock forward and backward with {describe_mask('padding')}", ("x",))
+
+
+# --------------------------------------------------------------------------- MinimalTransformerEncoder
+
+ENCODER_SEQ_LEN = 7
+
+
+def tokens_for(batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, seq_len), device=device)  # (batch, seq_len) int64
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal_int"])
+def test_encoder_output(learner, device, mask_kind):
+    reference = reference_module("MinimalTransformerEncoder", device)
+    encoder = learner_module(learner, "MinimalTransformerEncoder", reference, device)
+    tokens = tokens_for(BATCH, ENCODER_SEQ_LEN, device)
+    mask = make_mask(mask_kind, ENCODER_SEQ_LEN, device)
+    assert_close(encoder(tokens, mask), reference(tokens, mask),
+                 f"MinimalTransformerEncoder{ENCODER_ARGS}.eval() on tokens (2, 7) with {describe_mask(mask_kind)}",
+                 hints=hints(reference, lambda m: m(tokens, mask)), **OUT_TOL)
+
+
+@pytest.mark.points(0.5)
+def test_encoder_gradients(learner, device):
+    reference = reference_module("MinimalTransformerEncoder", device)
+    encoder = learner_module(learner, "MinimalTransformerEncoder", reference, device)
+    tokens = tokens_for(BATCH, ENCODER_SEQ_LEN, device)
+    mask = make_mask("causal", ENCODER_SEQ_LEN, device)
+    grad_output = torch.randn(BATCH, ENCODER_SEQ_LEN, D_MODEL, device=device)
+    got = learner.grad(encoder, tokens, mask, grad_output=grad_output)
+    assert_grads_close(got, reference, (tokens, mask), grad_output,
+                       f"MinimalTransformerEncoder forward and backward with {describe_mask('causal')}", ())
+
+
+@pytest.mark.points(0.5)
+def test_encoder_causality(learner, device):
+    encoder = learner.q2.MinimalTransformerEncoder(*ENCODER_ARGS)
+    encoder.to(device)
+    encoder.eval()
+    seq_len = 8
+    tokens = tokens_for(BATCH, seq_len, device)
+    mask = causal_mask(seq_len, device)
+    base = encoder(tokens, mask)
+    assert_tensor(base, "MinimalTransformerEncoder(...)(tokens (2, 8), causal mask)", shape=(BATCH, seq_len, D_MODEL))
+
+    @given(position=st.integers(1, seq_len - 1), shift=st.integers(1, VOCAB - 1))
+    def check(position: int, shift: int) -> None:
+        changed = tokens.clone()
+        changed[:, position] = (changed[:, position] + shift) % VOCAB
+        got = encoder(changed, mask)
+        error = (got[:, :position] - base[:, :position]).abs().amax(dim=(0, 2))  # (position,)
+        assert bool((error <= 1e-5).all()), (
+            f"MinimalTransformerEncoder with a causal mask: changing the token at position {position} changed the "
+            f"output at earlier position {int((error > 1e-5).nonzero()[0])} (by {error.max().item():.3g}); "
+            "with a causal mask, position p only sees tokens 0..p. Is the mask passed to every block and applied "
+            "before the softmax?"
+        )
+
+    check()
+
+
+@pytest.mark.points(0.5)
+def test_encoder_batch_independence(learner, device):
+    encoder = learner.q2.MinimalTransformerEncoder(*ENCODER_ARGS)
+    encoder.to(device)
+    encoder.eval()
+    batch = 3
+    tokens = tokens_for(batch, ENCODER_SEQ_LEN, device)
+    mask = torch.ones(batch, 1, 1, ENCODER_SEQ_LEN, dtype=torch.bool, device=device)
+    mask[1, ..., -3:] = False  # (batch, 1, 1, seq_len) padding mask
+    together = encoder(tokens, mask)
+    assert_tensor(together, "MinimalTransformerEncoder on tokens (3, 7)", shape=(batch, ENCODER_SEQ_LEN, D_MODEL))
+    for b in range(batch):
+        alone = encoder(tokens[b:b + 1], mask[b:b + 1])
+        error = (alone - together[b:b + 1]).abs().max().item()
+        assert error <= 1e-5, (
+            f"MinimalTransformerEncoder: sample {b} encoded alone (tokens[{b}:{b + 1}], mask[{b}:{b + 1}]) differs "
+            f"from the same sample inside a batch of 3 (max difference {error:.3g}); samples must not interact "
+            "(softmax over the keys, dim=-1, never over the batch)"
+        )

@@ -1,0 +1,336 @@
+"""Additive vs scaled dot-product attention
+
+Both modules are checked against ``reference.attention`` with the same weights
+(loaded with ``learner.load_weights``) on the same seeded inputs: no mask,
+padding and causal masks (bool and 0/1), a fully masked query row, q_len != k_len
+and d_v != d_k, then gradients. ``benchmark_attention`` is checked on its rows'
+structure and on its deterministic counts (FLOPs, peak bytes); its times are
+only required to be positive numbers, never graded.
+"""
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grader.checks import assert_close, hints_for
+from reference.attention import (
+    AdditiveAttention,
+    ScaledDotProductAttention,
+    attention_flops,
+    attention_peak_bytes,
+)
+
+BATCH, Q_LEN, K_LEN, D_K, D_V = 2, 5, 7, 16, 6
+OUT = dict(rtol=1e-5, atol=1e-5)  # float32 outputs: a few roundings of values of order 1
+GRAD = dict(rtol=1e-4, atol=1e-5)  # float32 gradients: sums over more terms
+KEYS = {"mechanism", "seq_len", "batch_size", "hidden_size", "time_ms", "peak_bytes", "flops"}
+BENCH = dict(seq_lens=[3, 6], hidden_size=8, batch_size=2)  # small: the call takes milliseconds
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _inputs(device, d=D_K, d_v=D_V, q_len=Q_LEN, k_len=K_LEN, batch=BATCH):
+    """query (batch, q_len, d), key (batch, k_len, d), value (batch, k_len, d_v)."""
+    return (torch.randn(batch, q_len, d, device=device), torch.randn(batch, k_len, d, device=device),
+            torch.randn(batch, k_len, d_v, device=device))
+
+
+def _masks(device):
+    """The masks every mechanism is checked with, by a name shown in feedback."""
+    padding = torch.arange(K_LEN, device=device) < torch.tensor([[K_LEN], [4]], device=device)  # (batch, k_len)
+    causal = torch.ones(Q_LEN, K_LEN, dtype=torch.bool, device=device).tril()  # (q_len, k_len)
+    return {
+        "padding mask (batch, 1, k_len), bool": padding[:, None, :],
+        "causal mask (q_len, k_len), bool": causal,
+        "causal mask (q_len, k_len), 0/1 int64": causal.long(),
+        "padding & causal (batch, q_len, k_len), 0/1 int32": (padding[:, None, :] & causal).int(),
+    }
+
+
+def _additive_reference(device, hidden=D_K):
+    """A reference AdditiveAttention with larger weights than the default init, so that tanh saturates."""
+    ref = AdditiveAttention(hidden).to(device)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.mul_(2.0)
+    return ref
+
+
+def _learner_additive(learner, ref, device):
+    module = learner.q3.AdditiveAttention(ref.hidden_size)
+    module.to(device.type)
+    learner.load_weights(module, ref.state_dict())
+    return module
+
+
+def _additive_hints(ref, args, index):
+    """Hints for output ``index`` (0 context, 1 weights) of AdditiveAttention on ``args``."""
+    def run(cls):
+        wrong = cls(ref.hidden_size).to(args[0].device)
+        wrong.load_state_dict(ref.state_dict())
+        return wrong(*args)[index]
+    return hints_for("AdditiveAttention", run)
+
+
+def _sdpa_hints(args, index):
+    return hints_for("ScaledDotProductAttention", lambda cls: cls()(*args)[index])
+
+
+def _shape(t):
+    return tuple(t.shape)
+
+
+def _check_pair(got, want, what, hints):
+    """``got`` is ``(context, weights)`` equal to the reference's."""
+    assert isinstance(got, (tuple, list)) and len(got) == 2, (
+        f"{what}: expected a tuple (context, weights), got {type(got).__name__}"
+        + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+    assert_close(got[1], want[1].detach(), f"{what}: weights (batch, q_len, k_len)", hints=hints(1), **OUT)
+    assert_close(got[0], want[0].detach(), f"{what}: context (batch, q_len, d_v)", hints=hints(0), **OUT)
+
+
+def _rows_by_key(rows, what):
+    assert isinstance(rows, list), f"{what}: expected a list of dicts, got {type(rows).__name__}"
+    assert all(isinstance(r, dict) for r in rows), f"{what}: every row must be a dict"
+    return {(r.get("mechanism"), r.get("seq_len")): r for r in rows}
+
+
+def _row(table, mechanism, seq_len, what):
+    row = table.get((mechanism, seq_len))
+    assert row is not None, (f"{what}: no row for mechanism {mechanism!r} with seq_len {seq_len}; "
+                             f"rows found: {sorted(table, key=str)}")
+    return row
+
+
+# --------------------------------------------------------------------------- values
+
+
+@pytest.mark.points(2)
+def test_additive_matches_reference_without_mask(learner, device):
+    ref = _additive_reference(device)
+    module = _learner_additive(learner, ref, device)
+    args = _inputs(device)
+    what = f"AdditiveAttention({D_K}) on query {_shape(args[0])}, key {_shape(args[1])}, value {_shape(args[2])}"
+    _check_pair(module(*args), ref(*args), what, lambda i: _additive_hints(ref, args, i))
+
+
+@pytest.mark.points(2)
+def test_scaled_dot_product_matches_reference_without_mask(learner, device):
+    args = _inputs(device)
+    module = learner.q3.ScaledDotProductAttention()
+    what = f"ScaledDotProductAttention() on query {_shape(args[0])}, key {_shape(args[1])}, value {_shape(args[2])}"
+    _check_pair(module(*args), ScaledDotProductAttention()(*args), what, lambda i: _sdpa_hints(args, i))
+
+
+@pytest.mark.points(2)
+def test_additive_masks(learner, device):
+    ref = _additive_reference(device)
+    module = _learner_additive(learner, ref, device)
+    q, k, v = _inputs(device)
+    for name, mask in _masks(device).items():
+        args = (q, k, v, mask)
+        what = f"AdditiveAttention({D_K}) with a {name}, q_len={Q_LEN}, k_len={K_LEN}"
+        _check_pair(module(*args), ref(*args), what, lambda i: _additive_hints(ref, args, i))
+
+
+@pytest.mark.points(2)
+def test_scaled_dot_product_masks(learner, device):
+    module = learner.q3.ScaledDotProductAttention()
+    q, k, v = _inputs(device)
+    for name, mask in _masks(device).items():
+        args = (q, k, v, mask)
+        what = f"ScaledDotProductAttention() with a {name}, q_len={Q_LEN}, k_len={K_LEN}"
+        _check_pair(module(*args), ScaledDotProductAttention()(*args), what, lambda i: _sdpa_hints(args, i))
+
+
+@st.composite
+def _problems(draw):
+    """Sizes and a seed for a random mask with at least one allowed key per query."""
+    return dict(batch=draw(st.integers(1, 3)), q_len=draw(st.integers(1, 6)), k_len=draw(st.integers(1, 6)),
+                d=draw(st.integers(1, 8)), d_v=draw(st.integers(1, 5)), seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.points(1)
+@given(problem=_problems())
+def test_weights_are_distributions_over_keys(device, learner, problem):
+    # `device` comes first: hypothesis probes the first argument for a mock attribute, and any attribute
+    # read on `learner` is an import in the worker.
+    g = torch.Generator().manual_seed(problem["seed"])
+    batch, q_len, k_len, d, d_v = (problem[n] for n in ("batch", "q_len", "k_len", "d", "d_v"))
+    q, k, v = (torch.randn(batch, n, width, generator=g).to(device)
+               for n, width in ((q_len, d), (k_len, d), (k_len, d_v)))
+    mask = torch.rand(batch, q_len, k_len, generator=g) < 0.6
+    mask[torch.arange(batch)[:, None], torch.arange(q_len), torch.randint(k_len, (batch, q_len), generator=g)] = True
+    mask = mask.to(device)
+    for name, module in (("AdditiveAttention", learner.q3.AdditiveAttention(d)),
+                         ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention())):
+        module.to(device.type)
+        what = (f"{name} on query ({batch}, {q_len}, {d}), key ({batch}, {k_len}, {d}), "
+                f"value ({batch}, {k_len}, {d_v}) with a random bool mask (batch, q_len, k_len)")
+        context, weights = module(q, k, v, mask)
+        assert tuple(context.shape) == (batch, q_len, d_v), (
+            f"{what}: context has shape {tuple(context.shape)}, expected (batch, q_len, d_v) = {(batch, q_len, d_v)}")
+        assert tuple(weights.shape) == (batch, q_len, k_len), (
+            f"{what}: weights have shape {tuple(weights.shape)}, expected (batch, q_len, k_len) = "
+            f"{(batch, q_len, k_len)}")
+        leaked = weights.masked_fill(mask, 0.0).abs().max().item()
+        assert leaked == 0.0, (f"{what}: masked positions (mask False/0) must get weight exactly 0, "
+                               f"found a weight of {leaked:.3g}. Hint: True (or 1) means the position MAY be "
+                               "attended to; fill masked scores with the dtype's min (or -inf) before the softmax.")
+        sums = weights.sum(dim=-1)
+        worst = (sums - 1).abs().max().item()
+        assert worst <= 1e-5, (
+            f"{what}: each query's weights must sum to 1 over the keys (dim=-1); a row sums to "
+            f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.6g}. Hint: softmax over the keys "
+            "(dim=-1), with the mask applied to the scores before it, not to the weights after.")
+
+
+@pytest.mark.points(1)
+def test_fully_masked_query_gets_zero_weights_and_no_nan(learner, device):
+    q, k, v = _inputs(device)
+    mask = torch.ones(BATCH, Q_LEN, K_LEN, dtype=torch.bool, device=device).tril()
+    mask[0, 2] = False  # query 2 of sample 0 may attend to nothing
+    ref = _additive_reference(device)
+    modules = (("AdditiveAttention", _learner_additive(learner, ref, device), ref),
+               ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention(), ScaledDotProductAttention()))
+    for name, module, reference in modules:
+        what = f"{name} with query 2 of sample 0 fully masked (mask[0, 2, :] all False)"
+        context, weights = module(q, k, v, mask)
+        for label, got in (("weights", weights), ("context", context)):
+            assert torch.isfinite(got).all(), (
+                f"{what}: {label} contain NaN/inf. A fully masked row must give all-zero weights and a zero "
+                "context. Hint: -inf everywhere in a row makes softmax 0/0 = NaN; fill with "
+                "torch.finfo(dtype).min instead, and set the masked weights to 0 after the softmax.")
+        assert weights[0, 2].abs().max().item() == 0.0 and context[0, 2].abs().max().item() == 0.0, (
+            f"{what}: expected all-zero weights and context for that query, got weights "
+            f"{[round(w, 4) for w in weights[0, 2].tolist()]}")
+        want = reference(q, k, v, mask)
+        assert_close(weights, want[1].detach(), f"{what}: weights", **OUT)
+        assert_close(context, want[0].detach(), f"{what}: context", **OUT)
+        grads = learner.grad(module, q, k, v, mask)["input_grads"]
+        for label, grad in zip(("query", "key", "value"), grads):
+            assert grad is not None and torch.isfinite(grad).all(), (
+                f"{what}: the gradient with respect to {label} is "
+                + ("missing" if grad is None else "not finite (NaN/inf)")
+                + "; a fully masked row must give no NaN in the backward pass either.")
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.points(2)
+def test_gradients_match_reference(learner, device):
+    q, k, v = _inputs(device)
+    mask = torch.ones(Q_LEN, K_LEN, dtype=torch.bool, device=device).tril()
+    grad_output = torch.randn(BATCH, Q_LEN, D_V, device=device)
+    ref = _additive_reference(device)
+    cases = (("AdditiveAttention", _learner_additive(learner, ref, device), ref, AdditiveAttention),
+             ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention(), ScaledDotProductAttention(),
+              ScaledDotProductAttention))
+    for name, module, reference, target in cases:
+        got = learner.grad(module, q, k, v, mask, grad_output=grad_output)
+
+        def backward(m):
+            inputs = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+            m.zero_grad(set_to_none=True)
+            m(*inputs, mask)[0].backward(grad_output)
+            return inputs, {n: p.grad for n, p in m.named_parameters()}
+
+        def variant(cls, i=0):
+            wrong = cls(ref.hidden_size) if target is AdditiveAttention else cls()
+            wrong = wrong.to(device)
+            wrong.load_state_dict(reference.state_dict())
+            return backward(wrong)[0][i].grad
+
+        inputs, params = backward(reference)
+        what = f"{name}: gradient of context (with a random grad_output and a causal mask) with respect to"
+        for i, label in enumerate(("query", "key", "value")):
+            hints = hints_for(target.__name__, lambda cls, i=i: variant(cls, i))
+            assert_close(got["input_grads"][i], inputs[i].grad, f"{what} {label}", hints=hints, **GRAD)
+        for pname, want in params.items():
+            found = got["param_grads"].get(pname)
+            assert found is not None, f"{what} {pname}: no gradient reached this parameter (is it used?)"
+            assert_close(found, want, f"{what} parameter {pname}", **GRAD)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+@pytest.mark.points(1)
+@pytest.mark.time_limit(30)
+def test_benchmark_rows(learner, device):
+    what = "benchmark_attention([3, 6], hidden_size=8, batch_size=2)"
+    rows = learner.q3.benchmark_attention(**BENCH, device=device.type)
+    table = _rows_by_key(rows, what)
+    expected = [(m, s) for m in ("additive", "scaled_dot_product") for s in BENCH["seq_lens"]]
+    assert len(rows) == len(expected), (
+        f"{what}: expected {len(expected)} rows (one per mechanism and seq_len), got {len(rows)}")
+    for mechanism, seq_len in expected:
+        _row(table, mechanism, seq_len, what)
+    order = [(r["mechanism"], r["seq_len"]) for r in rows]
+    assert order == expected, f"{what}: rows in order {order}, expected {expected} (mechanism outer, seq_len inner)"
+    for row in rows:
+        where = f"{what}, row {row['mechanism']!r} seq_len={row['seq_len']}"
+        assert set(row) == KEYS, (f"{where}: keys {sorted(row)}, expected exactly {sorted(KEYS)}; "
+                                  f"missing {sorted(KEYS - set(row))}, unexpected {sorted(set(row) - KEYS)}")
+        for key in ("batch_size", "hidden_size"):
+            assert row[key] == BENCH[key] and isinstance(row[key], int), (
+                f"{where}: {key} is {row[key]!r}, expected the int {BENCH[key]}")
+        time_ms = row["time_ms"]
+        assert isinstance(time_ms, (int, float)) and not isinstance(time_ms, bool), (
+            f"{where}: time_ms must be a float (milliseconds), got {type(time_ms).__name__}")
+        assert math.isfinite(time_ms) and time_ms > 0, f"{where}: time_ms must be positive, got {time_ms!r}"
+    with pytest.raises(ValueError):
+        learner.q3.benchmark_attention([])
+
+
+@pytest.mark.points(1)
+@pytest.mark.time_limit(30)
+def test_benchmark_flops(learner, device):
+    what = "benchmark_attention([3, 6], hidden_size=8, batch_size=2)"
+    table = _rows_by_key(learner.q3.benchmark_attention(**BENCH, device=device.type), what)
+    b, h = BENCH["batch_size"], BENCH["hidden_size"]
+    for mechanism in ("additive", "scaled_dot_product"):
+        for s in BENCH["seq_lens"]:
+            got = _row(table, mechanism, s, what).get("flops")
+            want = attention_flops(mechanism, b, s, h)
+            where = f"{what}: flops of {mechanism!r} at seq_len={s}"
+            assert isinstance(got, int) and not isinstance(got, bool), (
+                f"{where}: expected an int, got {type(got).__name__}")
+            hint = ""
+            if got * 2 == want:
+                hint = " Hint: you count multiply-adds; a matmul (m, k) @ (k, n) is 2*m*k*n FLOPs."
+            elif mechanism == "additive" and got == attention_flops("scaled_dot_product", b, s, h):
+                hint = " Hint: that is the dot-product count; additive attention also runs W_q, W_k and v."
+            elif got != want:
+                hint = (" Hint: measure one forward call under torch.utils.flop_counter.FlopCounterMode"
+                        "(display=False) and report .get_total_flops().")
+            assert got == want, f"{where}: expected {want}, got {got}.{hint}"
+
+
+@pytest.mark.points(1)
+@pytest.mark.time_limit(30)
+def test_benchmark_peak_bytes(learner, device):
+    what = "benchmark_attention([3, 6], hidden_size=8, batch_size=2)"
+    table = _rows_by_key(learner.q3.benchmark_attention(**BENCH, device=device.type), what)
+    b, h = BENCH["batch_size"], BENCH["hidden_size"]
+    for mechanism in ("additive", "scaled_dot_product"):
+        for s in BENCH["seq_lens"]:
+            got = _row(table, mechanism, s, what).get("peak_bytes")
+            want = attention_peak_bytes(mechanism, b, s, h)
+            where = f"{what}: peak_bytes of {mechanism!r} at seq_len={s}"
+            assert isinstance(got, int) and not isinstance(got, bool), (
+                f"{where}: expected an int, got {type(got).__name__}")
+            hint = ""
+            if got * 4 == want:
+                hint = " Hint: that is a number of elements; multiply by t.element_size() (4 for float32)."
+            elif mechanism == "additive" and got == b * s * max(s, h) * 4:
+                hint = (" Hint: you missed the (batch, seq_len, seq_len, hidden_size) tensor "
+                        "tanh(W_q q + W_k k); record every tensor an operator returns.")
+            elif got != want:
+                hint = (" Hint: the largest numel() * element_size() over the outputs of every operator run "
+                        "in one forward call, seen by a TorchDispatchMode.")
+            assert got == want, f"{where}: expected {want} bytes, got {got}.{hint}"

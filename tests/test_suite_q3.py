@@ -1,0 +1,126 @@
+"""The hidden suite of ex4 q3 (attention) catches plausible bugs and accepts correct rewrites.
+
+Every edit is graded once (module-scoped fixture), by the real worker and suite.
+"""
+
+import pytest
+
+from conftest import EXERCISES, Edit, assert_every_test_catches_a_bug, grade, grade_edits, messages, question
+from reference.misconceptions import MISCONCEPTIONS, by_key
+
+FILE = "q3_attention.py"
+Q3_TARGETS = {"AdditiveAttention", "ScaledDotProductAttention"}
+
+
+def _hint(key: str) -> str:
+    return by_key(key).hint
+
+
+# (edit, the misconception keys it stands for)
+BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
+    (Edit("additive missing tanh", FILE,
+          (("self.v(torch.tanh(q + k)).squeeze(-1)", "self.v(q + k).squeeze(-1)"),),
+          hint=_hint("additive_missing_tanh")), ("additive_missing_tanh",)),
+    (Edit("softmax over queries", FILE,
+          (("torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=-2)"),),
+          hint=_hint("sdpa_softmax_over_queries")), ("sdpa_softmax_over_queries", "additive_softmax_over_queries")),
+    (Edit("missing 1/sqrt(d_k)", FILE,
+          ((" / math.sqrt(query.size(-1))", ""),),
+          hint=_hint("sdpa_missing_scale")), ("sdpa_missing_scale",)),
+    (Edit("inverted mask", FILE,
+          (("allowed = mask.to(scores.device) != 0", "allowed = mask.to(scores.device) == 0"),),
+          hint=_hint("sdpa_inverted_mask")), ("sdpa_inverted_mask", "additive_inverted_mask")),
+    (Edit("mask after softmax", FILE,
+          (("    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)\n", ""),),
+          hint=_hint("sdpa_mask_after_softmax")), ("sdpa_mask_after_softmax",)),
+    # more plausible bugs, with no misconception of their own
+    (Edit("scale by sqrt(d_v)", FILE,
+          (("math.sqrt(query.size(-1))", "math.sqrt(value.size(-1))"),)), ()),
+    (Edit("W_q with a bias", FILE,
+          (("self.W_q = nn.Linear(hidden_size, hidden_size, bias=False)",
+            "self.W_q = nn.Linear(hidden_size, hidden_size)"),),
+          hint="unexpected ['W_q.bias']"), ()),
+    (Edit("-inf fill gives NaN on fully masked rows", FILE,
+          (("torch.finfo(scores.dtype).min", 'float("-inf")'),),
+          hint="not finite (NaN/inf)"), ()),
+    (Edit("weights detached before the context", FILE,
+          (("torch.matmul(self.dropout(weights), value)", "torch.matmul(self.dropout(weights.detach()), value)"),),
+          hint="gradient of context"), ()),
+    (Edit("flops counted by hand as multiply-adds", FILE,
+          (('"flops": int(counter.get_total_flops()),',
+            '"flops": (2 * batch_size * seq_len * hidden_size ** 2 if mechanism == "additive" else 0) '
+            '+ 2 * batch_size * seq_len ** 2 * hidden_size,'),),
+          hint="you count multiply-adds"), ()),
+    (Edit("benchmark missing a mechanism", FILE,
+          (('for mechanism in ("additive", "scaled_dot_product"):', 'for mechanism in ("additive",):'),),
+          hint="no row for mechanism 'scaled_dot_product'"), ()),
+    (Edit("peak counted in elements", FILE,
+          (("self.peak = max(self.peak, t.numel() * t.element_size())", "self.peak = max(self.peak, t.numel())"),),
+          hint="that is a number of elements"), ()),
+    (Edit("peak taken over the inputs only", FILE,
+          (("results = out if isinstance(out, (tuple, list)) else (out,)", "results = args"),),
+          hint="missed the (batch, seq_len, seq_len, hidden_size) tensor"), ()),
+    (Edit("time in seconds under another key", FILE,
+          (('"time_ms": time_ms,', '"time_s": time_ms / 1000.0,'),),
+          hint="missing ['time_ms'], unexpected ['time_s']"), ()),
+]
+BUGGY = [edit for edit, _ in BUGGY_WITH_KEYS]
+
+CORRECT = [
+    Edit("einsum everywhere", FILE, (
+        ("self.v(torch.tanh(q + k)).squeeze(-1)",
+         'torch.einsum("bqkh,h->bqk", torch.tanh(q + k), self.v.weight[0])'),
+        ("torch.matmul(query, key.transpose(-2, -1))", 'torch.einsum("...qd,...kd->...qk", query, key)'),
+        ("torch.matmul(self.dropout(weights), value)",
+         'torch.einsum("...qk,...kv->...qv", self.dropout(weights), value)'),
+        ("return weights @ value, weights", 'return torch.einsum("bqk,bkv->bqv", weights, value), weights'),
+    )),
+    Edit("mask as a -1e9 bias through torch.where, scale folded into the query", FILE, (
+        ("scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)",
+         "scores = torch.where(allowed, scores, torch.full_like(scores, -1e9))"),
+        ("scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))",
+         "scores = torch.matmul(query * query.size(-1) ** -0.5, key.transpose(-2, -1))"),
+        ("q = self.W_q(query)[:, :, None, :]", "q = self.W_q(query).unsqueeze(2)"),
+        ("k = self.W_k(key)[:, None, :, :]", "k = self.W_k(key).unsqueeze(1)"),
+    )),
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return grade_edits(tmp_path_factory, "q3", BUGGY + CORRECT)
+
+
+def test_solutions_get_full_marks(results):
+    block = results["solutions"]
+    assert block["score"] == block["max_score"] == 15, messages(block)
+
+
+def test_untouched_stubs_score_zero():
+    block = question(grade(EXERCISES, "q3"), "q3")
+    assert block["score"] == 0
+    assert all("not implemented yet" in t["message"] for t in block["tests"]), messages(block)
+
+
+@pytest.mark.parametrize("edit", BUGGY, ids=lambda e: e.name)
+def test_buggy_edit_loses_points(results, edit):
+    block = results[edit.name]
+    assert block["score"] < block["max_score"], f"{edit.name}: still full marks"
+    if edit.hint:
+        assert edit.hint in messages(block), f"{edit.name}: feedback lacks {edit.hint!r}:\n{messages(block)}"
+
+
+@pytest.mark.parametrize("edit", CORRECT, ids=lambda e: e.name)
+def test_correct_rewrite_keeps_full_marks(results, edit):
+    block = results[edit.name]
+    assert block["score"] == block["max_score"], f"{edit.name}:\n{messages(block)}"
+
+
+def test_every_q3_misconception_has_an_edit():
+    keys = {m.key for m in MISCONCEPTIONS if m.target in Q3_TARGETS}
+    covered = {key for _, edit_keys in BUGGY_WITH_KEYS for key in edit_keys}
+    assert keys <= covered, f"misconceptions without a buggy edit: {sorted(keys - covered)}"
+
+
+def test_every_hidden_test_catches_a_bug(results):
+    assert_every_test_catches_a_bug(results, BUGGY)

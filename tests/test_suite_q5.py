@@ -1,0 +1,85 @@
+"""The q5 hidden suite catches plausible bugs in the attention visualizer and keeps full marks for correct rewrites."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import Edit, assert_every_test_catches_a_bug, grade_edits, messages
+
+FILE = "q5_visualizer.py"
+
+BUGGY = [
+    Edit("entropy in bits", FILE, (("entropy = -torch.xlogy(w, w)", "entropy = -torch.xlogy(w, w).div(math.log(2))"),),
+         hint="entropy is in nats"),
+    Edit("entropy with log of zero", FILE, (("entropy = -torch.xlogy(w, w)", "entropy = -(w * w.log())"),),
+         hint="0·log 0 must count as 0"),
+    Edit("entropy summed over queries", FILE,
+         (("entropy = -torch.xlogy(w, w).sum(-1).mean(dim=(0, 2))",
+           "entropy = -torch.xlogy(w, w).sum(-1).mean(dim=0).sum(-1)"),),
+         hint="average H_i over queries"),
+    Edit("diag over wrong axis", FILE, (("w.diagonal(dim1=-2, dim2=-1)", "w.diagonal(dim1=1, dim2=2)"),)),
+    Edit("locality without exp", FILE, (("torch.exp(-distance.double())", "(-distance.double())"),),
+         hint="not by −|i − j|"),
+    Edit("figure missing a head", FILE, (("for h in range(n_heads):", "for h in range(n_heads - 1):"),)),
+    Edit("heatmap transposed", FILE,
+         (("ax.imshow(weights[sample_idx, h].float().numpy()", "ax.imshow(weights[sample_idx, h].T.float().numpy()"),),
+         hint="transposed"),
+    Edit("heatmap ignores sample_idx", FILE,
+         (("ax.imshow(weights[sample_idx, h]", "ax.imshow(weights[0, h]"),), hint="it shows sample 0"),
+    Edit("compare_layers sums over heads", FILE,
+         (("means = [sum(head[stat] for head in heads) / len(heads)", "means = [sum(head[stat] for head in heads)"),),
+         hint="MEAN over heads"),
+    Edit("compare_layers accepts one layer", FILE, (("if len(self.layers) < 2:", "if len(self.layers) < 1:"),)),
+]
+
+CORRECT = [
+    Edit("loops and log with clamp", FILE, (
+        ("entropy = -torch.xlogy(w, w).sum(-1).mean(dim=(0, 2))",
+         "entropy = -(w * torch.log(w.clamp_min(1e-300))).sum(-1).mean(dim=0).mean(dim=-1)"),
+        ("diag = w.diagonal(dim1=-2, dim2=-1).mean(dim=(0, 2))",
+         "diag = torch.stack([w[:, :, i, i] for i in range(min(q_len, k_len))], dim=-1).mean(dim=(0, 2))"),
+        ("distance = (torch.arange(q_len)[:, None] - torch.arange(k_len)[None, :]).abs()",
+         "distance = torch.tensor([[abs(i - j) for j in range(k_len)] for i in range(q_len)])"),
+    )),
+    Edit("subplots grid with spare axes removed", FILE, (
+        ("""        for h in range(n_heads):
+            ax = fig.add_subplot(rows, cols, h + 1)
+""", """        grid = fig.subplots(rows, cols, squeeze=False).flatten()
+        for extra in grid[n_heads:]:
+            extra.remove()
+        for h in range(n_heads):
+            ax = grid[h]
+"""),
+        ("ax.bar(range(len(names)), means, color=f\"C{s}\")\n            ax.set_xticks(range(len(names)))\n"
+         "            ax.set_xticklabels(names)",
+         "ax.bar(names, means)"),
+    )),
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return grade_edits(tmp_path_factory, "q5", BUGGY + CORRECT)
+
+
+def test_model_answers_get_full_marks(results):
+    block = results["solutions"]
+    assert block["score"] == block["max_score"] == 10, messages(block)
+
+
+@pytest.mark.parametrize("edit", BUGGY, ids=lambda e: e.name)
+def test_buggy_answer_loses_points(results, edit):
+    block = results[edit.name]
+    assert block["score"] < block["max_score"], f"{edit.name} kept full marks"
+    if edit.hint:
+        assert edit.hint in messages(block), f"{edit.name}: hint {edit.hint!r} not shown:\n{messages(block)}"
+
+
+@pytest.mark.parametrize("edit", CORRECT, ids=lambda e: e.name)
+def test_correct_rewrite_keeps_full_marks(results, edit):
+    block = results[edit.name]
+    assert block["score"] == block["max_score"], f"{edit.name}:\n{messages(block)}"
+
+
+def test_every_test_catches_a_bug(results):
+    assert_every_test_catches_a_bug(results, BUGGY)
