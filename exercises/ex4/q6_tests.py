@@ -1,0 +1,182 @@
+"""Q6 — Unit tests for the components.
+
+Seed 001, problem 6: write unit tests for the Transformer components of
+Q1–Q4. Your tests are graded by running them on implementations we hold: a
+correct one, and hidden buggy ones, each with exactly one plausible mistake in
+one component (the mistakes the Q1–Q4 docstrings warn about). Good tests pass on
+the correct implementation and fail on every buggy one.
+
+The fixture ``impl``
+--------------------
+
+Write pytest functions (``def test_...(impl):``) that take the fixture ``impl``.
+Each such test is run once per implementation. ``impl`` is a namespace holding
+the Q1–Q4 API names, with the behaviour their docstrings specify:
+
+    impl.sinusoidal_table, impl.PositionalEncoding,                        # Q1
+    impl.MultiHeadAttention, impl.FeedForward, impl.TransformerBlock,
+    impl.MinimalTransformerEncoder,                                        # Q2
+    impl.AdditiveAttention, impl.ScaledDotProductAttention,                # Q3
+    impl.LayerNorm, impl.BatchNorm1D                                       # Q4
+
+The implementations live in the grader, not in your process; ``impl`` reaches
+them through proxies:
+
+- ``impl.LayerNorm(8)`` constructs a module there and gives you a handle to it;
+  calling the handle with tensors returns tensors: ``impl.LayerNorm(8)(x)``.
+  ``impl.sinusoidal_table(50, 16)`` returns the table.
+- Reading an attribute returns a copy of a tensor (``bn.running_mean``,
+  ``mha.attention_weights``) or plain data, or a further handle (``mha.W_q``).
+  Methods work: ``.eval()``, ``.train()``, ``.state_dict()`` (a dict of
+  tensor copies), ``.load_state_dict(...)``, and exceptions raised there are
+  raised in your test as the same builtin type (``pytest.raises(ValueError)``).
+- Tensors cross as copies, so autograd does not flow through ``impl``: test
+  values, not gradients. Weights are random: read them with ``state_dict()``
+  when you rebuild a computation yourself.
+- Private attributes (a leading ``_``) are refused. Tensors you pass are
+  limited to 2**22 elements, integer arguments to 2**14, and an object you
+  construct to about 2**22 parameters. Everything runs on the CPU, in float32
+  unless you pass other dtypes.
+
+What is graded
+--------------
+
+1. Your file runs and holds at least one test taking ``impl``, none of them
+   left "not implemented yet".
+2. Every test passes on the correct implementation.
+3. Each hidden buggy implementation is caught: at least one of your tests that
+   pass on the correct implementation fails on it (a test that fails on the
+   correct implementation catches nothing). The bugs are grouped by kind (a
+   positional-encoding bug, a masking bug, a scaling bug, an attention-score
+   bug, a normalization bug, a running-statistics bug, a
+   residual/normalization-order bug, a missing-layer bug); each kind carries
+   points, earned when every hidden bug of that kind is caught, and the
+   feedback names the kinds, and the components, where a bug went uncaught.
+
+Rules
+-----
+
+- Only tests that take ``impl`` count; a test may take other fixtures and be
+  parametrized too.
+- No network, no files; seed your inputs (``torch.manual_seed``) so every run
+  is the same.
+- Be fast: the file runs once per implementation (about 40 times), all within
+  one time limit of 30 s. Keep inputs small and ``impl`` calls few (each call
+  or attribute read is a round trip of about a millisecond).
+- Check behaviour against an independent oracle computed in the test:
+  torch built-ins (``torch.nn.LayerNorm``, ``torch.nn.BatchNorm1d``,
+  ``torch.nn.functional.scaled_dot_product_attention``,
+  ``torch.nn.MultiheadAttention``, ``torch.nn.TransformerEncoderLayer``, loaded
+  with the weights from ``state_dict()``), formulas (the PE table), or
+  properties (rows of attention weights sum to 1, masked weights are 0, running
+  statistics after one step). A test that only checks shapes catches little.
+- Choose inputs where a mistake shows: ``eps`` only matters when the variance
+  is small; a ``(batch, seq_len)`` mix-up only shows when ``batch != seq_len``;
+  a tuple ``normalized_shape``, ``(N, C, L)`` input, masks with some ``False``.
+
+Running your tests yourself
+---------------------------
+
+``grade ex4 q6`` grades the file. To run it on your own Q1–Q4 modules, put
+this in a file ``local_impl.py`` next to it (not in ``conftest.py``: that
+would replace the grader's ``impl``) and run
+``python -m pytest q6_tests.py -p local_impl`` in that folder::
+
+    import types
+    import pytest
+
+    @pytest.fixture
+    def impl():
+        import q1_positional_encoding as q1, q2_encoder as q2, q3_attention as q3, q4_normalization as q4
+        names = {q1: ["sinusoidal_table", "PositionalEncoding"],
+                 q2: ["MultiHeadAttention", "FeedForward", "TransformerBlock", "MinimalTransformerEncoder"],
+                 q3: ["AdditiveAttention", "ScaledDotProductAttention"], q4: ["LayerNorm", "BatchNorm1D"]}
+        return types.SimpleNamespace(**{n: getattr(m, n) for m, ns in names.items() for n in ns})
+
+``test_layer_norm_matches_torch`` below is a complete example; the other
+tests are yours to write (add more if you like).
+
+Allowed imports: torch, numpy, math, pytest.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest  # noqa: F401 - for pytest.raises, pytest.mark.parametrize
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.testing import assert_close
+
+
+def test_layer_norm_matches_torch(impl):
+    """LayerNorm over the last dim agrees with torch.nn.LayerNorm (the example)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8) * 3 + 1  # (batch, seq_len, d_model)
+    got = impl.LayerNorm(8)(x)  # runs the implementation under test
+    with torch.no_grad():
+        expected = nn.LayerNorm(8)(x)  # weight = 1, bias = 0, like gamma and beta at initialisation
+    assert_close(got, expected)
+
+
+
+
+def test_layer_norm_small_variance_and_tuple_shape(impl):
+    """LayerNorm((4, 6)) pools over both trailing dims and puts eps inside the sqrt (small-variance input)."""
+    raise NotImplementedError("test_layer_norm_small_variance_and_tuple_shape is not implemented yet")
+
+
+def test_batch_norm_train_step_and_running_stats(impl):
+    """One training step on (N, C): output and running_mean / running_var as torch.nn.BatchNorm1d."""
+    raise NotImplementedError("test_batch_norm_train_step_and_running_stats is not implemented yet")
+
+
+def test_batch_norm_eval_uses_running_stats(impl):
+    """After a training step, eval() normalizes with the running statistics, as torch does."""
+    raise NotImplementedError("test_batch_norm_eval_uses_running_stats is not implemented yet")
+
+
+def test_batch_norm_3d_pools_over_batch_and_length(impl):
+    """(N, C, L) input: each channel is normalized over both N and L."""
+    raise NotImplementedError("test_batch_norm_3d_pools_over_batch_and_length is not implemented yet")
+
+
+def test_sinusoidal_table_formula(impl):
+    """sinusoidal_table matches PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same angle)."""
+    raise NotImplementedError("test_sinusoidal_table_formula is not implemented yet")
+
+
+def test_positional_encoding_adds_table_per_position(impl):
+    """PositionalEncoding adds row ``pos`` of the table at sequence position ``pos`` (batch != seq_len)."""
+    raise NotImplementedError("test_positional_encoding_adds_table_per_position is not implemented yet")
+
+
+def test_scaled_dot_product_attention_matches_torch(impl):
+    """Weights: rows sum to 1, masked weights are 0, softmax(QK^T/sqrt(d_k)); context as F.scaled_dot_product_attention."""
+    raise NotImplementedError("test_scaled_dot_product_attention_matches_torch is not implemented yet")
+
+
+def test_additive_attention_matches_formula(impl):
+    """AdditiveAttention: softmax over keys of v(tanh(W_q q + W_k k)), with a padding mask."""
+    raise NotImplementedError("test_additive_attention_matches_formula is not implemented yet")
+
+
+def test_multi_head_attention_matches_torch(impl):
+    """MultiHeadAttention (cross-attention, padding mask) agrees with torch.nn.MultiheadAttention, weights too."""
+    raise NotImplementedError("test_multi_head_attention_matches_torch is not implemented yet")
+
+
+def test_feed_forward_matches_formula(impl):
+    """FeedForward is linear2(relu(linear1(x)))."""
+    raise NotImplementedError("test_feed_forward_matches_formula is not implemented yet")
+
+
+def test_transformer_block_matches_torch_post_norm(impl):
+    """TransformerBlock agrees with torch.nn.TransformerEncoderLayer(norm_first=False) holding its weights."""
+    raise NotImplementedError("test_transformer_block_matches_torch_post_norm is not implemented yet")
+
+
+def test_encoder_scales_embeddings_then_adds_positions(impl):
+    """MinimalTransformerEncoder: embedding * sqrt(d_model) + PE, one block, final layer_norm."""
+    raise NotImplementedError("test_encoder_scales_embeddings_then_adds_positions is not implemented yet")
