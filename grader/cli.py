@@ -81,8 +81,8 @@ def _grade_command(name: str) -> click.Command:
         try:
             result = grading.grade(exercise, selected, folder, device=device, memory_limit=int(memory_limit * 2**30),
                                    time_limit=time_limit)
-        except grading.KitError as error:
-            click.echo(f"internal error in the grading kit (not your code): {error}", err=True)
+        except Exception as error:  # noqa: BLE001 - a bug in the kit: one line, never a traceback
+            click.echo(f"internal error in the grading kit (not your code): {type(error).__name__}: {error}", err=True)
             sys.exit(EXIT_KIT_BUG)
         report.render(result, Console(highlight=False), verbose=verbose)
         if json_path:

@@ -89,6 +89,7 @@ class WorkerProcess:
         self.default_time_limit = time_limit
         self.time_limit = time_limit
         self.last_call = ""  # the last call into learner code, shown with every failure
+        self.failed_imports: dict[str, str] = {}  # module -> why importing it killed the worker
         self.callback: Callable[[dict], Any] | None = None
         self.generation = 0
         self.process = None
@@ -358,7 +359,13 @@ class Learner:
         module = self._modules.get(name)
         if module is None or module._generation != self._worker.generation:
             self._worker.last_call = f"import {name}"
-            module = self._worker.request("import", f"import {name}", name=name)
+            if name in self._worker.failed_imports:  # a hang or crash at import: do not wait for it again
+                raise WorkerDied(self._worker.failed_imports[name])
+            try:
+                module = self._worker.request("import", f"import {name}", name=name)
+            except WorkerDied as died:
+                self._worker.failed_imports[name] = str(died)
+                raise
             module = Remote(self._worker, module._handle, "module", name)
             self._modules[name] = module
         return module

@@ -9,7 +9,9 @@ Order: markers → fixtures → hooks. Registered by ``grader.grading`` for one 
 - fixtures ``learner`` (the submission, through proxies; see ``grader.judge``) and
   ``device`` (the ``torch.device`` being graded on); every test is seeded;
 - a report hook that turns each test's outcome into a record with a message
-  in the learner's terms: the exception message, never the hidden test's source.
+  in the learner's terms: the exception message, never the hidden test's source;
+  values a test reports with pytest's ``record_property`` (timings, ratios) become
+  the record's ``notes``, shown but never graded.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class GradingPlugin:
             "visibility": "hidden" if item.get_closest_marker("hidden") else "visible",
             "duration_s": round(report.duration, 4),
         }
+        if report.user_properties:  # figures a test reports without grading them (``record_property``)
+            record["notes"] = {str(k): v if isinstance(v, (int, float)) else str(v) for k, v in report.user_properties}
         if report.passed:
             return {**record, "outcome": "passed", "message": ""}
         if report.skipped:

@@ -91,6 +91,12 @@ def render(result: dict[str, Any], console: Console, *, verbose: bool = False) -
             if test["message"] and test["outcome"] != "passed":
                 for line in test["message"].splitlines()[:14]:
                     console.print(f"           {escape(line)}", highlight=False)
+    notes = [(q["id"], t["name"], t["notes"]) for q in result["questions"] for t in q["tests"] if t.get("notes")]
+    if notes:
+        console.print("\n[bold]Measured, not graded[/]")
+        for qid, name, values in notes:
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            console.print(f"  {qid} {escape(name)}: {escape(shown)}")
     skipped = [t for q in result["questions"] for t in q["tests"] if t["outcome"] == "skipped"]
     if skipped and not verbose:
         console.print(f"\n[dim]{len(skipped)} tests skipped: {escape(skipped[0]['message'])}[/]")
