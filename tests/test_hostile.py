@@ -32,6 +32,7 @@ def in_table(code: str) -> tuple[tuple[str, str], ...]:
 
 HOSTILE = [
     Edit("infinite loop", Q1, in_table("    while True: pass"), hint="did not return within"),
+    Edit("infinite loop at import", Q1, at_import("while True: pass"), hint="did not return within"),
     Edit("os._exit at import", Q1, at_import("import os; os._exit(0)"), hint="ended the worker process"),
     Edit("segfault", Q1, in_table("    import ctypes; ctypes.string_at(0)"), hint="SIGSEGV"),
     Edit("20 GB allocation", Q1, in_table("    torch.ones(5 * 2**30)"), hint="memory"),

@@ -41,8 +41,9 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
             "self.W_q = nn.Linear(hidden_size, hidden_size)"),),
           hint="unexpected ['W_q.bias']"), ()),
     (Edit("-inf fill gives NaN on fully masked rows", FILE,
-          (("torch.finfo(scores.dtype).min", 'float("-inf")'),),
-          hint="not finite (NaN/inf)"), ()),
+          (("torch.finfo(scores.dtype).min", 'float("-inf")'),
+           ("torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)", "torch.softmax(scores, dim=-1)")),
+          hint="contain NaN/inf"), ()),
     (Edit("weights detached before the context", FILE,
           (("torch.matmul(self.dropout(weights), value)", "torch.matmul(self.dropout(weights.detach()), value)"),),
           hint="gradient of context"), ()),
@@ -83,6 +84,8 @@ CORRECT = [
         ("q = self.W_q(query)[:, :, None, :]", "q = self.W_q(query).unsqueeze(2)"),
         ("k = self.W_k(key)[:, None, :, :]", "k = self.W_k(key).unsqueeze(1)"),
     )),
+    Edit("-inf fill, masked weights zeroed after the softmax", FILE,
+         (("torch.finfo(scores.dtype).min", 'float("-inf")'),)),
 ]
 
 

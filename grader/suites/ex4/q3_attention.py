@@ -167,7 +167,8 @@ def test_weights_are_distributions_over_keys(device, learner, problem):
     mask = mask.to(device)
     for name, module in (("AdditiveAttention", learner.q3.AdditiveAttention(d)),
                          ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention())):
-        module.to(device.type)
+        if device.type != "cpu":
+            module.to(device.type)
         what = (f"{name} on query ({batch}, {q_len}, {d}), key ({batch}, {k_len}, {d}), "
                 f"value ({batch}, {k_len}, {d_v}) with a random bool mask (batch, q_len, k_len)")
         context, weights = module(q, k, v, mask)

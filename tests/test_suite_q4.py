@@ -1,0 +1,166 @@
+"""The hidden suite of ex4 q4 (normalization) catches plausible bugs and accepts correct rewrites.
+
+Every edit is graded once (module-scoped fixture), by the real worker and suite.
+"""
+
+import pytest
+
+from conftest import EXERCISES, Edit, assert_every_test_catches_a_bug, grade, grade_edits, messages, question
+from reference.misconceptions import MISCONCEPTIONS, by_key
+
+FILE = "q4_normalization.py"
+Q4_TARGETS = {"LayerNorm", "BatchNorm1D"}
+
+LN_DIMS = "dims = tuple(range(x.dim() - n, x.dim()))"
+LN_VAR = "var = x.var(dim=dims, keepdim=True, unbiased=False)"
+LN_OUT = "return self.gamma * (x - mean) * torch.rsqrt(var + self.eps) + self.beta"
+BN_VAR = "var = flat.var(dim=0, unbiased=False)"
+BN_RUNNING_VAR = "(var * n / (n - 1))"
+BN_EVAL = "mean, var = self.running_mean, self.running_var"
+BN_OUT = """        shape = (1, -1, 1) if x.dim() == 3 else (1, -1)
+        scale = self.gamma / torch.sqrt(var + self.eps)  # (C,)
+        return (x - mean.view(shape)) * scale.view(shape) + self.beta.view(shape)
+"""
+
+
+def _hint(key: str) -> str:
+    return by_key(key).hint
+
+
+def _bn_normalize_over(dims: str) -> str:
+    """BN_OUT with training-mode normalization statistics over ``dims`` (running statistics stay right)."""
+    return f"""        shape = (1, -1, 1) if x.dim() == 3 else (1, -1)
+        if self.training:
+            dims = {dims}
+            mu = x.mean(dim=dims, keepdim=True)
+            sigma2 = x.var(dim=dims, keepdim=True, unbiased=False)
+            return self.gamma.view(shape) * (x - mu) / torch.sqrt(sigma2 + self.eps) + self.beta.view(shape)
+        scale = self.gamma / torch.sqrt(var + self.eps)  # (C,)
+        return (x - mean.view(shape)) * scale.view(shape) + self.beta.view(shape)
+"""
+
+
+# (edit, the misconception keys it stands for)
+BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
+    # LayerNorm
+    (Edit("layernorm unbiased variance", FILE, ((LN_VAR, LN_VAR.replace("False", "True")),),
+          hint=_hint("layernorm_unbiased_variance")), ("layernorm_unbiased_variance",)),
+    (Edit("layernorm eps on std", FILE,
+          ((LN_OUT, "return self.gamma * (x - mean) / (var.sqrt() + self.eps) + self.beta"),),
+          hint=_hint("layernorm_eps_on_std")), ("layernorm_eps_on_std",)),
+    (Edit("layernorm over the batch axis", FILE, ((LN_DIMS, "dims = (0,)"),),
+          hint=_hint("layernorm_over_batch_axis")), ("layernorm_over_batch_axis",)),
+    (Edit("layernorm over the last axis only", FILE, ((LN_DIMS, "dims = (-1,)"),),
+          hint=_hint("layernorm_last_axis_only")), ("layernorm_last_axis_only",)),
+    (Edit("layernorm eps hard-coded", FILE, ((LN_OUT, LN_OUT.replace("self.eps", "1e-5")),),
+          hint="eps matters here"), ()),
+    (Edit("layernorm mean detached", FILE,
+          (("mean = x.mean(dim=dims, keepdim=True)", "mean = x.mean(dim=dims, keepdim=True).detach()"),),
+          hint="gradient (random grad_output) of the input x"), ()),
+    # BatchNorm1D
+    (Edit("batchnorm running_var biased", FILE, ((BN_RUNNING_VAR, "var"),),
+          hint=_hint("batchnorm_running_var_biased")), ("batchnorm_running_var_biased",)),
+    (Edit("batchnorm momentum reversed", FILE, (("self.momentum)", "1 - self.momentum)"),),
+          hint=_hint("batchnorm_momentum_reversed")), ("batchnorm_momentum_reversed",)),
+    (Edit("batchnorm eval uses batch statistics", FILE,
+          ((BN_EVAL, "mean, var = flat.mean(dim=0), flat.var(dim=0, unbiased=False)"),),
+          hint=_hint("batchnorm_eval_uses_batch_stats")), ("batchnorm_eval_uses_batch_stats",)),
+    (Edit("batchnorm normalizes with the unbiased variance", FILE,
+          ((BN_VAR, BN_VAR.replace("False", "True")), (BN_RUNNING_VAR, "var")),
+          hint=_hint("batchnorm_normalize_unbiased")), ("batchnorm_normalize_unbiased",)),
+    (Edit("batchnorm over the feature axis", FILE, ((BN_OUT, _bn_normalize_over("tuple(range(1, x.dim()))")),),
+          hint=_hint("batchnorm_over_feature_axis")), ("batchnorm_over_feature_axis",)),
+    (Edit("batchnorm (N, C, L) over the batch axis only", FILE, ((BN_OUT, _bn_normalize_over("(0,)")),),
+          hint=_hint("batchnorm_3d_batch_axis_only")), ("batchnorm_3d_batch_axis_only",)),
+    (Edit("batchnorm momentum hard-coded", FILE, (("self.momentum)", "0.1)"),),
+          hint="momentum=0.3"), ()),
+    (Edit("batchnorm (N, C, L) reshaped without moving the channel axis", FILE,
+          (("x.transpose(1, -1).reshape(-1, self.num_features)", "x.reshape(-1, self.num_features)"),),
+          hint="on x of shape (4, 6, 5)"), ()),
+    (Edit("batchnorm running statistics as parameters", FILE, (
+        ('self.register_buffer("running_mean", torch.zeros(num_features))',
+         "self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)"),
+        ('self.register_buffer("running_var", torch.ones(num_features))',
+         "self.running_var = nn.Parameter(torch.ones(num_features), requires_grad=False)"),
+    ), hint="running statistics are buffers, not parameters"), ()),
+    (Edit("batchnorm keeps num_batches_tracked", FILE,
+          (('self.register_buffer("running_var", torch.ones(num_features))',
+            'self.register_buffer("running_var", torch.ones(num_features))\n'
+            '        self.register_buffer("num_batches_tracked", torch.tensor(0))'),),
+          hint="unexpected ['num_batches_tracked']"), ()),
+    # compare_normalizations
+    (Edit("compare with batchnorm in eval mode", FILE, (("norm.train()", "norm.eval()"),),
+          hint="Is your BatchNorm1D in training mode?"), ()),
+    (Edit("compare with the unbiased per-sample std", FILE,
+          (('"per_sample_std": y.std(dim=1, unbiased=False)', '"per_sample_std": y.std(dim=1)'),),
+          hint="['per_sample_std']"), ()),
+    (Edit("compare ignores the seed", FILE, (("torch.Generator().manual_seed(seed)", "torch.Generator().manual_seed(0)"),),
+          hint="seed=3"), ()),
+]
+BUGGY = [edit for edit, _ in BUGGY_WITH_KEYS]
+
+CORRECT = [
+    Edit("variance as mean of squares minus squared mean", FILE, (
+        (LN_VAR, "var = (x * x).mean(dim=dims, keepdim=True) - mean * mean"),
+        (BN_VAR, "var = (flat * flat).mean(dim=0) - mean * mean"),
+    )),
+    Edit("float64 internals cast back", FILE, (
+        (LN_OUT, "x64 = x.double()\n"
+                 "        mean, var = x64.mean(dim=dims, keepdim=True), x64.var(dim=dims, keepdim=True, unbiased=False)\n"
+                 "        y = (x64 - mean) / torch.sqrt(var + self.eps)\n"
+                 "        return (self.gamma.double() * y + self.beta.double()).to(x.dtype)"),
+        ("mean = flat.mean(dim=0)\n", "mean = flat.double().mean(dim=0)\n"),
+        (BN_VAR, "var = flat.double().var(dim=0, unbiased=False)"),
+        ("return (x - mean.view(shape)) * scale.view(shape) + self.beta.view(shape)",
+         "return ((x.double() - mean.view(shape)) * scale.view(shape) + self.beta.view(shape)).to(x.dtype)"),
+    )),
+    Edit("permute, running statistics by mul_/add_ with the unbiased var, gamma applied last", FILE, (
+        ("flat = x.transpose(1, -1).reshape(-1, self.num_features) if x.dim() == 3 else x",
+         "flat = x.permute(0, 2, 1).reshape(-1, self.num_features) if x.dim() == 3 else x"),
+        ("self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)",
+         "self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)"),
+        ("self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), self.momentum)",
+         "self.running_var.mul_(1 - self.momentum).add_(self.momentum * flat.var(dim=0, unbiased=True))"),
+        (LN_OUT, "return (x - mean) / torch.sqrt(var + self.eps) * self.gamma + self.beta"),
+    )),
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return grade_edits(tmp_path_factory, "q4", BUGGY + CORRECT)
+
+
+def test_solutions_get_full_marks(results):
+    block = results["solutions"]
+    assert block["score"] == block["max_score"] == 15, messages(block)
+
+
+def test_untouched_stubs_score_zero():
+    block = question(grade(EXERCISES, "q4"), "q4")
+    assert block["score"] == 0
+    assert all("not implemented yet" in t["message"] for t in block["tests"]), messages(block)
+
+
+@pytest.mark.parametrize("edit", BUGGY, ids=lambda e: e.name)
+def test_buggy_edit_loses_points(results, edit):
+    block = results[edit.name]
+    assert block["score"] < block["max_score"], f"{edit.name}: still full marks"
+    if edit.hint:
+        assert edit.hint in messages(block), f"{edit.name}: feedback lacks {edit.hint!r}:\n{messages(block)}"
+
+
+@pytest.mark.parametrize("edit", CORRECT, ids=lambda e: e.name)
+def test_correct_rewrite_keeps_full_marks(results, edit):
+    block = results[edit.name]
+    assert block["score"] == block["max_score"], f"{edit.name}:\n{messages(block)}"
+
+
+def test_every_q4_misconception_has_an_edit():
+    keys = {m.key for m in MISCONCEPTIONS if m.target in Q4_TARGETS}
+    covered = {key for _, edit_keys in BUGGY_WITH_KEYS for key in edit_keys}
+    assert keys <= covered, f"misconceptions without a buggy edit: {sorted(keys - covered)}"
+
+
+def test_every_hidden_test_catches_a_bug(results):
+    assert_every_test_catches_a_bug(results, BUGGY)
