@@ -108,3 +108,112 @@ def list_sets() -> None:
         console.print(f"[bold]{name}[/] ({sum(points.values()):g} points)")
         for question in exercise.questions:
             console.print(f"  {question.id:<4} {points.get(question.id, 0):>5g}  {question.title}")
+
+
+# -- instructors: batch grading, exports, learner release (grader.batch, grader.exports, grader.release) --------
+@main.command("batch")
+@click.argument("exercise_set")
+@click.argument("submissions", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+              help="Results folder: <learner>/result.json, feedback.md, junit.xml; grades.csv, report.html.")
+@click.option("-q", "--question", "questions", multiple=True, help="Grade only these questions (repeatable).")
+@click.option("-j", "--jobs", type=int, help="Submissions graded in parallel (default: the number of cores).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Grade every learner again, even those already graded.")
+@click.option("--memory-limit", type=float, default=4.0, show_default=True,
+              help="GiB each submission's worker may grow by.")
+@click.option("--timeout", type=float, default=900.0, show_default=True,
+              help="Seconds one submission may take in all before it is given up.")
+@click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT): grade on that cluster.")
+@click.option("--nbgrader-db", help="Also put the scores into this nbgrader gradebook (sqlite:///gradebook.db).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def batch_command(exercise_set, submissions, out, questions, jobs, device, force, memory_limit, timeout, scheduler,
+                  nbgrader_db, no_progress):
+    """Grade a folder of submissions (one folder, zip, or nbgrader submitted/<learner>/ per learner)."""
+    from grader import batch, exports
+
+    exercise = exercises.load(exercise_set)
+    exercise.select(tuple(questions))
+    if not Path(submissions).is_dir():
+        raise click.UsageError(f"submissions folder {submissions} does not exist")
+    if jobs is not None and jobs < 1:
+        raise click.UsageError("-j/--jobs must be at least 1")
+    summary = batch.run_batch(exercise.name, Path(submissions), Path(out), questions=tuple(questions), jobs=jobs,
+                              device=device, force=force, memory_limit=int(memory_limit * 2**30), timeout=timeout,
+                              scheduler=scheduler, progress=not no_progress)
+    if nbgrader_db:
+        exports.to_nbgrader(summary.results, nbgrader_db, assignment=exercise.name)
+    click.echo(f"{len(summary.graded)} graded, {len(summary.skipped)} already graded (unchanged), "
+               f"{len(summary.failed)} could not be graded; {summary.duration_s:.1f} s. "
+               f"Results in {out}/ (grades.csv, report.html)")
+
+
+@main.command("nbgrader")
+@click.argument("results_folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--db", "db_url", default="sqlite:///gradebook.db", show_default=True, help="nbgrader gradebook URL.")
+@click.option("--assignment", help="nbgrader assignment name (default: the exercise set).")
+def nbgrader_command(results_folder, db_url, assignment):
+    """Put the scores of a batch's results folder into an nbgrader gradebook."""
+    import json
+
+    from grader import exports
+
+    results = {}
+    for path in sorted(Path(results_folder).glob("*/result.json")):
+        results[path.parent.name] = json.loads(path.read_text())
+    if not results:
+        raise click.UsageError(f"{results_folder} holds no <learner>/result.json: run `grade batch` first")
+    exports.to_nbgrader(results, db_url, assignment=assignment)
+    click.echo(f"{len(results)} learners written to {db_url}")
+
+
+@main.command("gradescope")
+@click.argument("exercise_set")
+@click.argument("questions", nargs=-1)
+@click.option("--submission-dir", type=click.Path(path_type=Path), default=Path("/autograder/submission"),
+              show_default=True, help="Where Gradescope puts the learner's files.")
+@click.option("--results", "results_path", type=click.Path(path_type=Path),
+              default=Path("/autograder/results/results.json"), show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--hidden-visibility", type=click.Choice(["hidden", "after_due_date", "after_published", "visible"]),
+              default="after_due_date", show_default=True, help="Gradescope visibility of hidden-marked tests.")
+@click.option("--memory-limit", type=float, default=4.0, show_default=True)
+def gradescope_command(exercise_set, questions, submission_dir, results_path, device, hidden_visibility, memory_limit):
+    """Run as a Gradescope autograder: grade the submission, write results.json."""
+    import tempfile
+
+    from grader import exports, grading, submissions
+    from grader.batch import malformed_result
+
+    exercise = exercises.load(exercise_set)
+    selected = exercise.select(tuple(questions))
+    entry = submissions.Entry("submission", Path(submission_dir), "folder" if Path(submission_dir).is_dir()
+                              else "zip" if str(submission_dir).endswith(".zip") else "file")
+    with tempfile.TemporaryDirectory(prefix="grade-gradescope-") as scratch:
+        try:
+            folder = submissions.materialize(entry, Path(scratch) / "unpacked")
+        except submissions.MalformedSubmission as error:
+            points = grading.collect_points(exercise)
+            result = malformed_result(exercise.name, [(q.id, q.title) for q in selected], points, str(error))
+        else:
+            result = grading.grade(exercise, selected, folder, device=grading.resolve_device(device),
+                                   memory_limit=int(memory_limit * 2**30))
+    exports.write_gradescope(result, results_path, hidden_visibility=hidden_visibility)
+    click.echo(f"{result['score']:g}/{result['max_score']:g} points; Gradescope results in {results_path}")
+
+
+@main.command("release")
+@click.argument("exercise_set")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def release_command(exercise_set, out, force):
+    """Write the learner bundle: stubs, public tests with recorded expected outputs, the grader."""
+    from grader import release
+
+    exercise = exercises.load(exercise_set)
+    if Path(out).exists() and any(Path(out).iterdir()) and not force:
+        raise click.UsageError(f"{out} exists and is not empty (use --force to replace it)")
+    manifest = release.build(exercise, Path(out))
+    click.echo(f"learner bundle in {out}: {manifest['public_tests']} public tests "
+               f"({manifest['public_points']:g} points); hidden tests worth {manifest['hidden_points_total']:g} "
+               "points stay with the instructor")

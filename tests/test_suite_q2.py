@@ -62,7 +62,7 @@ BUGGY = [
     Edit("weights detached before V", FILE, ((
         "        self.attention_weights = weights.detach()\n",
         "        weights = weights.detach()\n        self.attention_weights = weights\n",
-    ),), hint="got no gradient"),
+    ),), hint="is the graph cut"),
     Edit("-inf fill, no zeroing", FILE, (
         (FILL, 'scores = scores.masked_fill(~allowed, float("-inf"))'),
         ("weights = torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)", "weights = torch.softmax(scores, dim=-1)"),

@@ -107,7 +107,20 @@ import pytest  # noqa: F401 - for pytest.raises, pytest.mark.parametrize
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.testing import assert_close
+
+torch.set_num_threads(1)  # the tensors here are tiny: one thread is fastest (no thread wake-ups)
+
+
+def assert_close(got: torch.Tensor, expected: torch.Tensor, what: str, rtol: float = 1e-5, atol: float = 1e-5) -> None:
+    """Assert that ``got`` has ``expected``'s shape and values (within tolerance); the message names ``what``."""
+    assert isinstance(got, torch.Tensor), f"{what}: expected a tensor, got {type(got).__name__}"
+    assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    expected = expected.detach().to(got.dtype)
+    if not torch.allclose(got, expected, rtol=rtol, atol=atol):
+        error = (got - expected).abs().nan_to_num(float("inf"))
+        where = tuple(int(i) for i in (error == error.max()).nonzero()[0])  # the first largest error
+        raise AssertionError(f"{what}: max abs error {error.max().item():.3g} at {where}: "
+                             f"got {got[where].item():.6g}, expected {expected[where].item():.6g}")
 
 
 def test_layer_norm_matches_torch(impl):
@@ -117,9 +130,7 @@ def test_layer_norm_matches_torch(impl):
     got = impl.LayerNorm(8)(x)  # runs the implementation under test
     with torch.no_grad():
         expected = nn.LayerNorm(8)(x)  # weight = 1, bias = 0, like gamma and beta at initialisation
-    assert_close(got, expected)
-
-
+    assert_close(got, expected, "LayerNorm(8) on (2, 5, 8)")
 
 
 def test_layer_norm_small_variance_and_tuple_shape(impl):
@@ -163,7 +174,7 @@ def test_additive_attention_matches_formula(impl):
 
 
 def test_multi_head_attention_matches_torch(impl):
-    """MultiHeadAttention (cross-attention, padding mask) agrees with torch.nn.MultiheadAttention, weights too."""
+    """MultiHeadAttention (cross-attention, with a mask) agrees with torch.nn.MultiheadAttention, weights too."""
     raise NotImplementedError("test_multi_head_attention_matches_torch is not implemented yet")
 
 

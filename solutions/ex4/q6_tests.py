@@ -107,7 +107,20 @@ import pytest  # noqa: F401 - for pytest.raises, pytest.mark.parametrize
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.testing import assert_close
+
+torch.set_num_threads(1)  # the tensors here are tiny: one thread is fastest (no thread wake-ups)
+
+
+def assert_close(got: torch.Tensor, expected: torch.Tensor, what: str, rtol: float = 1e-5, atol: float = 1e-5) -> None:
+    """Assert that ``got`` has ``expected``'s shape and values (within tolerance); the message names ``what``."""
+    assert isinstance(got, torch.Tensor), f"{what}: expected a tensor, got {type(got).__name__}"
+    assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    expected = expected.detach().to(got.dtype)
+    if not torch.allclose(got, expected, rtol=rtol, atol=atol):
+        error = (got - expected).abs().nan_to_num(float("inf"))
+        where = tuple(int(i) for i in (error == error.max()).nonzero()[0])  # the first largest error
+        raise AssertionError(f"{what}: max abs error {error.max().item():.3g} at {where}: "
+                             f"got {got[where].item():.6g}, expected {expected[where].item():.6g}")
 
 
 def test_layer_norm_matches_torch(impl):
@@ -117,7 +130,7 @@ def test_layer_norm_matches_torch(impl):
     got = impl.LayerNorm(8)(x)  # runs the implementation under test
     with torch.no_grad():
         expected = nn.LayerNorm(8)(x)  # weight = 1, bias = 0, like gamma and beta at initialisation
-    assert_close(got, expected)
+    assert_close(got, expected, "LayerNorm(8) on (2, 5, 8)")
 
 
 # BEGIN SOLUTION
@@ -148,15 +161,15 @@ def _torch_encoder_layer(w: dict, prefix: str, d_model: int, n_heads: int, d_ff:
         state[f"{theirs}.weight"], state[f"{theirs}.bias"] = w[f"{prefix}{ours}.weight"], w[f"{prefix}{ours}.bias"]
     layer.load_state_dict(state)
     return layer.eval()
+
+
 # END SOLUTION
-
-
 def test_layer_norm_small_variance_and_tuple_shape(impl):
     """LayerNorm((4, 6)) pools over both trailing dims and puts eps inside the sqrt (small-variance input)."""
     # BEGIN SOLUTION
     torch.manual_seed(0)
     x = torch.randn(3, 4, 6) * 1e-3  # variance 1e-6, below eps = 1e-5: where eps goes shows
-    assert_close(impl.LayerNorm((4, 6))(x), F.layer_norm(x, (4, 6), eps=1e-5))
+    assert_close(impl.LayerNorm((4, 6))(x), F.layer_norm(x, (4, 6), eps=1e-5), "LayerNorm((4, 6)), variance 1e-6")
     # END SOLUTION
 
 
@@ -169,9 +182,9 @@ def test_batch_norm_train_step_and_running_stats(impl):
     got = bn(x)
     with torch.no_grad():
         want = expected(x)
-    assert_close(got, want)
-    assert_close(bn.running_mean, expected.running_mean)
-    assert_close(bn.running_var, expected.running_var)
+    assert_close(got, want, "BatchNorm1D(4) output in training")
+    assert_close(bn.running_mean, expected.running_mean, "running_mean after one step")
+    assert_close(bn.running_var, expected.running_var, "running_var after one step")
     # END SOLUTION
 
 
@@ -186,7 +199,7 @@ def test_batch_norm_eval_uses_running_stats(impl):
         expected(x)
         want = expected.eval()(y)
     bn.eval()
-    assert_close(bn(y), want)
+    assert_close(bn(y), want, "BatchNorm1D(3) output in eval mode")
     # END SOLUTION
 
 
@@ -197,14 +210,14 @@ def test_batch_norm_3d_pools_over_batch_and_length(impl):
     x = torch.randn(3, 4, 5) * 2 + 1  # (N, C, L)
     with torch.no_grad():
         want = nn.BatchNorm1d(4)(x)
-    assert_close(impl.BatchNorm1D(4)(x), want)
+    assert_close(impl.BatchNorm1D(4)(x), want, "BatchNorm1D(4) on (N, C, L) = (3, 4, 5)")
     # END SOLUTION
 
 
 def test_sinusoidal_table_formula(impl):
     """sinusoidal_table matches PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same angle)."""
     # BEGIN SOLUTION
-    assert_close(impl.sinusoidal_table(50, 16), _pe_table(50, 16))
+    assert_close(impl.sinusoidal_table(50, 16), _pe_table(50, 16), "sinusoidal_table(50, 16)")
     # END SOLUTION
 
 
@@ -213,7 +226,7 @@ def test_positional_encoding_adds_table_per_position(impl):
     # BEGIN SOLUTION
     torch.manual_seed(0)
     x = torch.randn(3, 7, 16)  # (batch, seq_len, d_model)
-    assert_close(impl.PositionalEncoding(16, max_len=20)(x), x + _pe_table(7, 16))
+    assert_close(impl.PositionalEncoding(16, max_len=20)(x), x + _pe_table(7, 16), "PositionalEncoding on (3, 7, 16)")
     # END SOLUTION
 
 
@@ -225,11 +238,11 @@ def test_scaled_dot_product_attention_matches_torch(impl):
     mask = torch.rand(2, 5, 7) > 0.4  # True = may attend
     mask[..., 0] = True  # every query keeps at least one key
     context, weights = impl.ScaledDotProductAttention()(q, k, v, mask)
-    assert_close(weights.sum(-1), torch.ones(2, 5))
+    assert_close(weights.sum(-1), torch.ones(2, 5), "sums of the weight rows")
     assert (weights[~mask] == 0).all(), "masked positions must get weight 0"
     scores = (q @ k.transpose(-2, -1) / math.sqrt(16)).masked_fill(~mask, float("-inf"))
-    assert_close(weights, scores.softmax(-1))
-    assert_close(context, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    assert_close(weights, scores.softmax(-1), "attention weights")
+    assert_close(context, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "context")
     # END SOLUTION
 
 
@@ -244,26 +257,26 @@ def test_additive_attention_matches_formula(impl):
     hidden = torch.tanh((q @ w["W_q.weight"].T)[:, :, None] + (k @ w["W_k.weight"].T)[:, None])  # (2, 4, 6, 8)
     scores = (hidden @ w["v.weight"].T).squeeze(-1).masked_fill(~mask, float("-inf"))  # (2, 4, 6)
     context, weights = attention(q, k, v, mask)
-    assert_close(weights, scores.softmax(-1))
-    assert_close(context, scores.softmax(-1) @ v)
+    assert_close(weights, scores.softmax(-1), "additive attention weights")
+    assert_close(context, scores.softmax(-1) @ v, "additive attention context")
     # END SOLUTION
 
 
 def test_multi_head_attention_matches_torch(impl):
-    """MultiHeadAttention (cross-attention, padding mask) agrees with torch.nn.MultiheadAttention, weights too."""
+    """MultiHeadAttention (cross-attention, with a mask) agrees with torch.nn.MultiheadAttention, weights too."""
     # BEGIN SOLUTION
     torch.manual_seed(0)
     mha = impl.MultiHeadAttention(16, 4, dropout=0.0)
     expected = nn.MultiheadAttention(16, 4, batch_first=True)
     expected.load_state_dict(_torch_mha_state(mha.state_dict(), ""))
-    query, key = torch.randn(2, 5, 16) * 3, torch.randn(2, 7, 16) * 3
-    keep = torch.ones(2, 7, dtype=torch.bool)
-    keep[0, 5:] = False  # batch item 0 has two padding keys
-    got = mha(query, key, key, keep[:, None, None, :])  # mask (batch, 1, 1, k_len)
-    with torch.no_grad():
-        want, want_weights = expected(query, key, key, key_padding_mask=~keep, average_attn_weights=False)
-    assert_close(got, want)
-    assert_close(mha.attention_weights, want_weights)  # (batch, n_heads, q_len, k_len)
+    query, key = torch.randn(2, 5, 16) * 3, torch.randn(2, 7, 16) * 3  # cross-attention: q_len 5, k_len 7
+    mask = torch.rand(5, 7) > 0.4  # (q_len, k_len), True = may attend
+    mask[:, 0] = True  # every query keeps at least one key
+    got = mha(query, key, key, mask)
+    with torch.no_grad():  # torch's attn_mask is the other way round: True = may NOT attend
+        want, want_weights = expected(query, key, key, attn_mask=~mask, average_attn_weights=False)
+    assert_close(got, want, "MultiHeadAttention output")
+    assert_close(mha.attention_weights, want_weights, "attention_weights")  # (batch, n_heads, q_len, k_len)
     # END SOLUTION
 
 
@@ -275,7 +288,7 @@ def test_feed_forward_matches_formula(impl):
     w = ff.state_dict()
     x = torch.randn(2, 5, 8)
     hidden = F.relu(F.linear(x, w["linear1.weight"], w["linear1.bias"]))
-    assert_close(ff(x), F.linear(hidden, w["linear2.weight"], w["linear2.bias"]))
+    assert_close(ff(x), F.linear(hidden, w["linear2.weight"], w["linear2.bias"]), "FeedForward(8, 32)")
     # END SOLUTION
 
 
@@ -288,7 +301,7 @@ def test_transformer_block_matches_torch_post_norm(impl):
     x = torch.randn(2, 6, 16)
     with torch.no_grad():
         want = expected(x)
-    assert_close(block(x), want)
+    assert_close(block(x), want, "TransformerBlock(16, 4, 32)")
     # END SOLUTION
 
 
@@ -303,5 +316,5 @@ def test_encoder_scales_embeddings_then_adds_positions(impl):
     with torch.no_grad():
         x = _torch_encoder_layer(w, "transformer_blocks.0.", 16, 4, 32)(x)
     want = F.layer_norm(x, (16,), w["layer_norm.weight"], w["layer_norm.bias"])
-    assert_close(encoder(tokens), want)
+    assert_close(encoder(tokens), want, "MinimalTransformerEncoder, one layer")
     # END SOLUTION

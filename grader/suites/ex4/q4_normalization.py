@@ -230,15 +230,18 @@ def test_batchnorm_momentum_and_eps(learner, device):
     batches = _bn_batches(shape, device, steps=2)
     torch_bn = _torch_batchnorm(ref)
     got_out, want_out = _train_steps(module, batches)[-1], _train_steps(torch_bn, batches)[-1]
-    what = f"BatchNorm1D({C}, eps={eps:g}, momentum={momentum:g}) after {len(batches)} training steps on {shape}:"
+    what = (f"BatchNorm1D({C}, eps={eps:g}, momentum={momentum:g}) after {len(batches)} training steps "
+            f"on batches of shape {shape}:")
+    last_hints = _variant_hints("BatchNorm1D", ref, lambda m: _train_steps(m, batches)[-1])
+    assert_close(got_out, want_out.detach(), f"{what} output of the last step", hints=last_hints, **OUT)
     for name in ("running_mean", "running_var"):
         hints = _variant_hints("BatchNorm1D", ref, lambda m, name=name: (_train_steps(m, batches),
                                                                           getattr(m, name))[1])
         assert_close(getattr(module, name), getattr(torch_bn, name), f"{what} {name}", hints=hints, **STATS)
-    assert_close(got_out, want_out.detach(), f"{what} output of the last step", **OUT)
     module.eval()
     x = torch.randn(shape, device=device)
-    assert_close(module(x), torch_bn.eval()(x).detach(), f"{what} output in eval mode", **OUT)
+    eval_hints = _variant_hints("BatchNorm1D", ref, lambda m: (_train_steps(m, batches), m.eval()(x))[1])
+    assert_close(module(x), torch_bn.eval()(x).detach(), f"{what} output in eval mode", hints=eval_hints, **OUT)
 
 
 # --------------------------------------------------------------------------- compare_normalizations
