@@ -205,15 +205,16 @@ def gradescope_command(exercise_set, questions, submission_dir, results_path, de
 @main.command("release")
 @click.argument("exercise_set")
 @click.argument("out", type=click.Path(path_type=Path))
+@click.option("-q", "--question", "questions", multiple=True, help="Release only these questions (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def release_command(exercise_set, out, force):
+def release_command(exercise_set, out, questions, force):
     """Write the learner bundle: stubs, public tests with recorded expected outputs, the grader."""
     from grader import release
 
     exercise = exercises.load(exercise_set)
     if Path(out).exists() and any(Path(out).iterdir()) and not force:
         raise click.UsageError(f"{out} exists and is not empty (use --force to replace it)")
-    manifest = release.build(exercise, Path(out))
+    manifest = release.build(exercise, Path(out), tuple(questions))
     click.echo(f"learner bundle in {out}: {manifest['public_tests']} public tests "
                f"({manifest['public_points']:g} points); hidden tests worth {manifest['hidden_points_total']:g} "
                "points stay with the instructor")

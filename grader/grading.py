@@ -68,12 +68,17 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     import pytest
 
     started = time.perf_counter()
+    several = len(questions) > 1
     worker = worker or WorkerProcess(submission, memory_limit=memory_limit, threads=threads, time_limit=time_limit,
-                                     cap_address_space=device != "cuda")
+                                     cap_address_space=device != "cuda", prefetch=several)
     if worker._starting is None:
         worker.start()
     import torch
 
+    if several:
+        from grader.forkserver import prefetch
+
+        prefetch()
     from grader.plugin import GradingPlugin
     from grader.scoring import build_result
 

@@ -75,17 +75,19 @@ class WorkerProcess:
     Args:
         submission: folder holding the learner's ``q*.py`` files (copied, never run in place).
         time_limit: default seconds per call into learner code (a test's ``time_limit`` marker overrides).
+        prefetch: import torch's heavy lazy modules in the background (see ``grader.forkserver.prefetch``).
         memory_limit: bytes the worker may grow by (address space on CPU, resident memory always).
         threads: torch intra-op threads in the worker.
         cap_address_space: set ``RLIMIT_AS`` (off for CUDA, which maps large address ranges).
     """
 
     def __init__(self, submission: Path, *, memory_limit: int = DEFAULT_MEMORY_LIMIT, threads: int = 0,
-                 cap_address_space: bool = True, time_limit: float = DEFAULT_TIME_LIMIT):
+                 cap_address_space: bool = True, time_limit: float = DEFAULT_TIME_LIMIT, prefetch: bool = False):
         self.submission = Path(submission)
         self.memory_limit = memory_limit
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.cap_address_space = cap_address_space
+        self.prefetch = prefetch
         self.default_time_limit = time_limit
         self.time_limit = time_limit
         self.last_call = ""  # the last call into learner code, shown with every failure
@@ -114,7 +116,7 @@ class WorkerProcess:
             self.process = _context.Process(
                 target=worker.main, daemon=True,
                 args=(theirs, str(self.workdir), str(KIT_ROOT), self.memory_limit if self.cap_address_space else None,
-                      self.threads),
+                      self.threads, self.prefetch),
             )
             self.process.start()
             theirs.close()
@@ -353,8 +355,11 @@ class Learner:
         self._worker = worker
         self._modules: dict[str, Remote] = {}
 
+    def __repr__(self) -> str:
+        return "learner"
+
     def __getattr__(self, name: str) -> Remote:
-        if name.startswith("_"):
+        if not (name[:1] == "q" and name[1:].isdigit()):  # only question modules: q1, q2, ...
             raise AttributeError(name)
         module = self._modules.get(name)
         if module is None or module._generation != self._worker.generation:

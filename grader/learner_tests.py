@@ -102,11 +102,16 @@ def run(worker: Any, path: str, impls: list[int]) -> dict:
             if outcomes.setdefault(name, {}).get(index) != "failed":
                 outcomes[name][index] = "passed" if report.passed else "failed"
 
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many tiny ops: a second thread only adds hand-off latency
     code = pytest.main(
-        [path, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "python_files=*.py",
+        [path, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", f"python_files={path}",
          "-o", "python_functions=test_*", "--rootdir", ".", "-c", "/dev/null", "-W", "ignore"],
         plugins=[ImplPlugin()],
     )
+    torch.set_num_threads(threads)
     return {"exit_code": int(code), "errors": errors, "outcomes": outcomes}
 
 

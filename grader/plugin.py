@@ -55,11 +55,12 @@ class GradingPlugin:
     def pytest_configure(self, config: pytest.Config) -> None:
         for name, text in MARKERS.items():
             config.addinivalue_line("markers", f"{name}: {text}")
-        from hypothesis import HealthCheck, settings
+        from hypothesis import HealthCheck, Phase, settings
 
         settings.register_profile(
             "grading", derandomize=True, deadline=None, database=None, max_examples=20, print_blob=False,
-            suppress_health_check=list(HealthCheck),
+            report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
         )
         settings.load_profile("grading")
 

@@ -140,6 +140,7 @@ def _write_suites(exercise: ExerciseSet, out: Path, drop: dict[str, set[str]]) -
 
 
 def _run(code: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> None:
+    env = {k: v for k, v in (env or os.environ).items() if k != "PYTEST_CURRENT_TEST"}  # test ids key the tape
     completed = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
                                cwd=cwd, timeout=1800)
     if completed.returncode != 0:
@@ -188,10 +189,11 @@ def _failing(result: dict[str, Any]) -> dict[str, set[str]]:
     return drop
 
 
-def build(exercise: ExerciseSet, out: Path) -> dict[str, Any]:
-    """Write the learner bundle for ``exercise`` into ``out``; the manifest."""
+def build(exercise: ExerciseSet, out: Path, questions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write the learner bundle for ``exercise`` (only ``questions`` when given) into ``out``; the manifest."""
     from grader.grading import collect_points
 
+    exercise = ExerciseSet(exercise.name, exercise.select(tuple(questions)))
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -209,7 +211,8 @@ def build(exercise: ExerciseSet, out: Path) -> dict[str, Any]:
             more = _failing(json.loads(recorded.read_text()))
             verify = Path(scratch) / "verify.json"
             if not more:  # verify with the bundle's own grader and replayed reference
-                _run("from grader.cli import main; main()", exercise.name, "--submission",
+                _run("from grader.cli import main; main()", exercise.name, *[q.id for q in exercise.questions],
+                 "--submission",
                      str(exercise.solutions()), "--json", str(verify), env=environment, cwd=out)
                 verified = json.loads(verify.read_text())
                 more = _failing(verified)

@@ -36,8 +36,9 @@ class ReplayMiss(AssertionError):
 
 
 def _test_id() -> str:
-    current = os.environ.get("PYTEST_CURRENT_TEST", "")
-    return current.rsplit(" (", 1)[0]
+    """The running test as ``name[params]`` (pytest leaves the file out for suites outside its rootdir)."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    return current.rpartition("::")[2]
 
 
 def fingerprint(value: Any) -> Any:

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from grader import figures, learner_tests, measure, protocol
+from grader import figures, forkserver, learner_tests, measure, protocol
 from grader.protocol import FIGURE, REMOTE, Ref
 
 FORBIDDEN = ("reference", "solutions", "grader")
@@ -253,8 +253,10 @@ class Worker:
         return measure.run(name, target, args, kwargs, options)
 
 
-def main(conn, workdir: str, kit_root: str, memory_bytes: int | None, threads: int) -> None:
+def main(conn, workdir: str, kit_root: str, memory_bytes: int | None, threads: int, prefetch: bool = False) -> None:
     """Entry point of the worker process (run by ``grader.judge.WorkerProcess``)."""
+    if prefetch:
+        forkserver.prefetch()  # before shutting in: these are torch's own modules
     _shut_in(Path(workdir), Path(kit_root), memory_bytes, threads)
     Worker(conn, Path(workdir)).serve()
     os._exit(0)

@@ -94,7 +94,8 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
     (Edit("compare with the unbiased per-sample std", FILE,
           (('"per_sample_std": y.std(dim=1, unbiased=False)', '"per_sample_std": y.std(dim=1)'),),
           hint="['per_sample_std']"), ()),
-    (Edit("compare ignores the seed", FILE, (("torch.Generator().manual_seed(seed)", "torch.Generator().manual_seed(0)"),),
+    (Edit("compare ignores the seed", FILE,
+          (("torch.Generator().manual_seed(seed)", "torch.Generator().manual_seed(0)"),),
           hint="seed=3"), ()),
 ]
 BUGGY = [edit for edit, _ in BUGGY_WITH_KEYS]
@@ -106,7 +107,8 @@ CORRECT = [
     )),
     Edit("float64 internals cast back", FILE, (
         (LN_OUT, "x64 = x.double()\n"
-                 "        mean, var = x64.mean(dim=dims, keepdim=True), x64.var(dim=dims, keepdim=True, unbiased=False)\n"
+                 "        mean = x64.mean(dim=dims, keepdim=True)\n"
+                 "        var = x64.var(dim=dims, keepdim=True, unbiased=False)\n"
                  "        y = (x64 - mean) / torch.sqrt(var + self.eps)\n"
                  "        return (self.gamma.double() * y + self.beta.double()).to(x.dtype)"),
         ("mean = flat.mean(dim=0)\n", "mean = flat.double().mean(dim=0)\n"),

@@ -223,6 +223,7 @@ def test_implementations_hide_their_identity():
         if isinstance(m.impl, type):
             public = {n for n in dir(m.impl) if not n.startswith("_")}
             assert public == {n for n in dir(reference) if not n.startswith("_")}, m.key
+    assert {m.kind for m in MISCONCEPTIONS} == {kind for kind, _, _ in suite.KINDS}, "a kind without its hidden test"
     entries = suite.implementations()
     assert entries == suite.implementations()
     assert len(entries) == len(MISCONCEPTIONS) + suite.N_CORRECT and entries[0] is not None

@@ -43,7 +43,8 @@ What is graded
 
 1. Your file runs and holds at least one test taking ``impl``, none of them
    left "not implemented yet".
-2. Every test passes on the correct implementation.
+2. Every test passes on the correct implementation (which may be run more
+   than once, at any position among the others).
 3. Each hidden buggy implementation is caught: at least one of your tests that
    pass on the correct implementation fails on it (a test that fails on the
    correct implementation catches nothing). The bugs are grouped by kind (a
@@ -59,9 +60,9 @@ Rules
 - Only tests that take ``impl`` count; a test may take other fixtures and be
   parametrized too.
 - No network, no files; seed your inputs (``torch.manual_seed``) so every run
-  is the same.
+  is the same, and let each test stand alone (no state kept between tests).
 - Be fast: the file runs once per implementation (about 40 times), all within
-  one time limit of 30 s. Keep inputs small and ``impl`` calls few (each call
+  one time limit of 60 s. Keep inputs small and ``impl`` calls few (each call
   or attribute read is a round trip of about a millisecond).
 - Check behaviour against an independent oracle computed in the test:
   torch built-ins (``torch.nn.LayerNorm``, ``torch.nn.BatchNorm1d``,

@@ -329,24 +329,26 @@ def test_trainer_step_unscales_and_clips(learner):
     trainer = learner_trainer(learner, small_model(), lr=lr, max_grad_norm=max_grad_norm)
     before = {k: v.clone() for k, v in small_model().state_dict().items()}
     what = "MixedPrecisionTrainer(..., device_type='cpu', dtype=torch.bfloat16, max_grad_norm=0.1).train_step"
-    for step in range(2):
+    for step in (1, 2):
         got_loss, want_loss = trainer.train_step(x, y, criterion), trainer_ref.train_step(x, y, criterion)
-        assert isinstance(got_loss, float) and abs(got_loss - want_loss) <= 1e-5 * (1 + abs(want_loss)), (
-            f"{what}, step {step + 1}: returned loss {got_loss!r}, expected {want_loss:.6g} (the unscaled loss as a float)")
-    after, want = trainer.model.state_dict(), model_ref.state_dict()
-    update = torch.cat([(after[k] - before[k]).flatten() for k in before]).double()
-    want_update = torch.cat([(want[k] - before[k]).flatten() for k in before]).double()
-    if not torch.allclose(update, want_update, atol=1e-6, rtol=1e-4):
-        applied = update.norm().item() / lr / 2  # about the per-step gradient norm that was applied
-        hint = ""
-        if applied > 1.5 * max_grad_norm:
-            hint = f"the applied gradient norm is about {applied:.3g} > max_grad_norm: clip with clip_grad_norm_"
-        elif applied < 1e-3 * max_grad_norm:
-            hint = ("the update is tiny: call scaler.unscale_(optimizer) BEFORE clip_grad_norm_, or the scaled "
-                    "gradients are clipped and then divided by the scale")
-        raise AssertionError(f"{what}: after two steps (SGD, lr={lr}) the parameters moved by norm "
-                             f"{update.norm():.4g}, expected {want_update.norm():.4g} (max abs difference "
-                             f"{(update - want_update).abs().max():.3g})" + (f"\nHint: {hint}" if hint else ""))
+        # bfloat16 matmuls: results depend on the summation order (thread count), so bf16-sized tolerances
+        assert isinstance(got_loss, float) and abs(got_loss - want_loss) <= 1e-3 * (1 + abs(want_loss)), (
+            f"{what}, step {step}: returned loss {got_loss!r}, expected {want_loss:.6g} (the unscaled loss as a float)")
+        after, want = trainer.model.state_dict(), model_ref.state_dict()
+        update = torch.cat([(after[k] - before[k]).flatten() for k in before]).double()
+        want_update = torch.cat([(want[k] - before[k]).flatten() for k in before]).double()
+        if not torch.allclose(update, want_update, atol=2e-4, rtol=2e-2):
+            applied = update.norm().item() / lr  # the norm of the gradient the optimizer applied
+            hint = ""
+            if applied > 1.5 * max_grad_norm:
+                hint = f"the applied gradient norm is {applied:.3g} > max_grad_norm: clip with clip_grad_norm_"
+            elif applied < 1e-3 * max_grad_norm:
+                hint = ("the update is tiny: call scaler.unscale_(optimizer) BEFORE clip_grad_norm_, or the scaled "
+                        "gradients are clipped and then divided by the scale")
+            raise AssertionError(f"{what}, step {step} (SGD, lr={lr}): the parameters moved by norm "
+                                 f"{update.norm():.4g}, expected {want_update.norm():.4g} (max abs difference "
+                                 f"{(update - want_update).abs().max():.3g})" + (f"\nHint: {hint}" if hint else ""))
+        before = {k: v.clone() for k, v in after.items()}
 
 
 def test_trainer_skips_step_on_inf_gradient(learner):
