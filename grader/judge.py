@@ -278,7 +278,7 @@ def describe_value(value: Any) -> str:
         return value._call
     if isinstance(value, (list, tuple)) and len(value) > 4:
         return f"{type(value).__name__} of {len(value)}"
-    text = repr(value)
+    text = (repr(value).splitlines() or [""])[0]
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -149,12 +149,17 @@ class Recorder:
         occurrence = tape.seen.get(key, 0)
         tape.seen[key] = occurrence + 1
         path = f"{key}#{occurrence}"
+        before = torch.get_rng_state()
         try:
             value = run()
         except Exception as error:
             tape.entries.setdefault(key, []).append({"__raise": type(error).__name__, "message": str(error)})
             raise
-        tape.entries.setdefault(key, []).append(tape.encode(value, path))
+        entry = tape.encode(value, path)
+        after = torch.get_rng_state()
+        if not torch.equal(before, after):  # the reference drew random numbers (weight init, dropout):
+            entry = {"__v": entry, "__rng": tape.encode(after, path)}  # replay leaves the generator where it did
+        tape.entries.setdefault(key, []).append(entry)
         return _wrap_recorded(value, path)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -262,6 +267,9 @@ class Replayer:
             kind = getattr(builtins, value["__raise"], None)
             kind = kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError
             raise kind(value["message"])
+        if isinstance(value, dict) and "__rng" in value:
+            torch.set_rng_state(player.decode(value["__rng"], None))
+            value = value["__v"]
         return player.decode(value, _device_of(args))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -3,9 +3,12 @@
 Both modules are checked against ``reference.attention`` with the same weights
 (loaded with ``learner.load_weights``) on the same seeded inputs: no mask,
 padding and causal masks (bool and 0/1), a fully masked query row, q_len != k_len
-and d_v != d_k, then gradients. ``benchmark_attention`` is checked on its rows'
+and d_v != d_k, then gradients, dropout (the returned weights are taken before it)
+and the promised errors. ``benchmark_attention`` is checked on its rows'
 structure and on its deterministic counts (FLOPs, peak bytes); its times are
-only required to be positive numbers, never graded.
+only required to be positive numbers, never graded. The count tests find rows by
+mechanism and seq_len whatever their order and spelling of the label, so that a
+wrong label or order costs the rows test only.
 """
 import math
 
@@ -15,6 +18,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from grader.checks import assert_close, hints_for
+from grader.judge import LearnerError
 from reference.attention import (
     AdditiveAttention,
     ScaledDotProductAttention,
@@ -102,10 +106,24 @@ def _check_pair(got, want, what, hints):
     assert_close(got[0], want[0].detach(), f"{what}: context (batch, q_len, d_v)", hints=hints(0), **OUT)
 
 
+def _mechanism_of(label):
+    """The mechanism a row's label names, tolerating other spellings ('scaled', 'Additive', 'dot')."""
+    text = str(label).lower()
+    if "add" in text or "bahdanau" in text:
+        return "additive"
+    if "dot" in text or "scaled" in text or "sdpa" in text:
+        return "scaled_dot_product"
+    return label
+
+
 def _rows_by_key(rows, what):
+    """Rows by (mechanism, seq_len), labels read leniently (the rows test checks them exactly)."""
     assert isinstance(rows, list), f"{what}: expected a list of dicts, got {type(rows).__name__}"
     assert all(isinstance(r, dict) for r in rows), f"{what}: every row must be a dict"
-    return {(r.get("mechanism"), r.get("seq_len")): r for r in rows}
+    table = {}
+    for r in rows:
+        table.setdefault((_mechanism_of(r.get("mechanism")), r.get("seq_len")), r)
+    return table
 
 
 def _row(table, mechanism, seq_len, what):
@@ -113,6 +131,19 @@ def _row(table, mechanism, seq_len, what):
     assert row is not None, (f"{what}: no row for mechanism {mechanism!r} with seq_len {seq_len}; "
                              f"rows found: {sorted(table, key=str)}")
     return row
+
+
+def _refusal(call, error_type, what, why):
+    """The problem (a sentence) when ``call()`` into learner code does not raise ``error_type``, else None."""
+    try:
+        call()
+    except error_type:
+        return None
+    except LearnerError as error:
+        if isinstance(error, NotImplementedError):
+            raise
+        return f"{what} raised {error.type_name}: {error.message}; expected {error_type.__name__} ({why})"
+    return f"{what} did not raise; expected {error_type.__name__} ({why})"
 
 
 # --------------------------------------------------------------------------- values
