@@ -57,7 +57,7 @@ def render(result, console, *, verbose=False):
                       f" ({', '.join(f'{q} +{p:g}' for q, p in hidden.items() if q in asked and p)}).[/]")
 '''
 
-STAND_IN = '''"""Recorded stand-in for the instructor's reference implementation (its source is not part of the bundle)."""
+STAND_IN = '''"""Recorded stand-in for the instructor's reference (its source is not part of the bundle)."""
 from grader.replay import stand_in
 
 __getattr__ = stand_in(__name__)

@@ -65,8 +65,9 @@ def build_batch(root: Path) -> Path:
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from grader.cli import main; main()", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen([sys.executable, "-c", "from grader.cli import main; main()", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,8 @@ def test_grades_csv(graded):
     rows = list(csv.DictReader(io.StringIO((graded["out"] / "grades.csv").read_text())))
     by_learner = {row["learner"]: row for row in rows}
     assert len(rows) == 9
-    assert float(by_learner["alice"]["q1"]) == float(by_learner["alice"]["total"]) == graded["results"]["alice"]["score"]
+    alice = by_learner["alice"]
+    assert float(alice["q1"]) == float(alice["total"]) == graded["results"]["alice"]["score"]
     assert by_learner["dave"]["status"] == "malformed" and "zip" in by_learner["dave"]["error"]
 
 

@@ -115,6 +115,7 @@ def test_bundle_gives_the_same_hints(bundle, tmp_path):
     assert swapped != text
     (tmp_path / Q1).write_text(swapped)
     completed = learner_grade(bundle, tmp_path, "--json", str(tmp_path / "out.json"))
+    assert completed.returncode == 0, completed.stderr
     result = json.loads((tmp_path / "out.json").read_text())
     assert 0 <= result["score"] < result["max_score"]
     messages = "\n".join(t["message"] for q in result["questions"] for t in q["tests"])

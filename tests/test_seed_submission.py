@@ -44,21 +44,41 @@ DEVIATIONS: dict[str, dict[str, tuple[str | re.Pattern, ...]]] = {
                                                   "[0.25, 0.25, 0.25, 0.25]"),
     },
     "q3": {
+        # masked_fill(mask == 0, -1e9) and no zeroing after the softmax: 1/k_len = 1/7 everywhere
         "fully masked query gets uniform weights": ("AdditiveAttention", "fully masked",
-                                                    "[0.1429, 0.1429, 0.1429"),
+                                                    "[0.1429, 0.1429, 0.1429", "these are uniform",
+                                                    "zero the masked weights after the softmax"),
         # the seed's results dict is keyed 'additive' / 'scaled'
         "benchmark rows labelled 'scaled'": ("benchmark_attention", "'scaled_dot_product'", "('scaled', 3)"),
+        # the seed's loop: seq_len outer, mechanism inner (named in the same message as the labels)
+        "benchmark rows in seq_len-outer order": ("benchmark_attention", "(mechanism outer, seq_len inner)"),
+        # attn_weights = self.dropout(attn_weights) is what the seed returns
+        "weights returned after dropout": ("ScaledDotProductAttention(dropout=0.5)",
+                                           "the returned weights are taken before dropout"),
+        # masked_fill(mask == 0, ...) takes any mask
+        "floating-point masks accepted": ("AdditiveAttention with a float32 0./1. mask", "expected TypeError"),
+        # the loop over an empty list returns []
+        "benchmark_attention([]) raises no ValueError": ("benchmark_attention([]) did not raise",
+                                                         "expected ValueError"),
     },
     "q4": {
         "LayerNorm pools the last axis only": (by_key("layernorm_last_axis_only").hint,),
         "LayerNorm adds eps to the std": (by_key("layernorm_eps_on_std").hint,),
         # mean over dim 0 only: (N, C, L) input makes (C, L) statistics, then gamma (C,) does not broadcast
         "BatchNorm1D breaks on (N, C, L) input": (re.compile(r"BatchNorm1D\(6[^)]*\)\(float32\[\d+, 6, \d+\]\) "
-                                                             r"raised RuntimeError"),),
+                                                             r"raised RuntimeError"),
+                                                  "for (N, C, L) input pool each channel over dims 0 and 2"),
         "running_var updated with the biased variance": (by_key("batchnorm_running_var_biased").hint,),
         # y.std(dim=-1) is unbiased: sqrt(n / (n - 1)) = 1.08012 for 7 features, 1.03279 for 16
         "compare_normalizations uses the unbiased std": ("compare_normalizations", "['per_sample_std']",
-                                                         re.compile(r"got (1\.08012|1\.03279)")),
+                                                         re.compile(r"got (1\.08012|1\.03279)"),
+                                                         "use std(unbiased=False)"),
+        # var(unbiased=False) of one value is 0: no error
+        "BatchNorm1D trains on one value per channel": ("BatchNorm1D(6) in training mode on x of shape (1, 6) "
+                                                        "did not raise; expected ValueError",),
+        # x[:1] goes through the seed's BatchNorm1D without complaint
+        "compare_normalizations accepts a batch size of 1": ("compare_normalizations(batch_sizes=(1, 8)) did not "
+                                                             "raise; expected ValueError",),
     },
 }
 

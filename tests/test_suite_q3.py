@@ -12,6 +12,11 @@ FILE = "q3_attention.py"
 Q3_TARGETS = {"AdditiveAttention", "ScaledDotProductAttention"}
 
 
+MECHANISMS = 'for mechanism in ("additive", "scaled_dot_product"):'
+LOOPS = f"    {MECHANISMS}\n        for seq_len in seq_lens:\n"
+LOOPS_SEQ_LEN_OUTER = f"    for seq_len in seq_lens:\n        {MECHANISMS}\n"
+
+
 def _hint(key: str) -> str:
     return by_key(key).hint
 
@@ -65,6 +70,34 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
     (Edit("time in seconds under another key", FILE,
           (('"time_ms": time_ms,', '"time_s": time_ms / 1000.0,'),),
           hint="missing ['time_ms'], unexpected ['time_s']"), ()),
+    (Edit("weights returned after dropout", FILE,
+          (("return torch.matmul(self.dropout(weights), value), weights",
+            "weights = self.dropout(weights)\n        return torch.matmul(weights, value), weights"),),
+          hint="the returned weights are taken before dropout"), ()),
+    (Edit("-1e9 fill, masked weights not zeroed after the softmax", FILE, (
+        ("scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)",
+         "scores = scores.masked_fill(~allowed, -1e9)"),
+        ("return torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)", "return torch.softmax(scores, dim=-1)"),
+    ), hint="fill masked scores with torch.finfo(dtype).min (or -inf) and zero the masked weights after the softmax"),
+     ()),
+    (Edit("floating-point mask accepted", FILE,
+          (('    if mask.is_floating_point():\n'
+            '        raise TypeError("mask must be bool or 0/1 integer, True = may attend")\n', ""),),
+          hint="with a float32 0./1. mask (q_len, k_len) did not raise; expected TypeError"), ()),
+    (Edit("benchmark accepts empty seq_lens", FILE,
+          (("if not seq_lens or min(seq_lens) < 1", "if min(seq_lens, default=1) < 1"),),
+          hint="benchmark_attention([]) did not raise; expected ValueError"), ()),
+    (Edit("benchmark labels 'scaled'", FILE, ((MECHANISMS, MECHANISMS.replace('"scaled_dot_product"', '"scaled"')),),
+          hint="no row for mechanism 'scaled_dot_product' with seq_len 3"), ()),
+    (Edit("benchmark loops seq_len outer", FILE, ((LOOPS, LOOPS_SEQ_LEN_OUTER),),
+          hint="expected [('additive', 3), ('additive', 6), ('scaled_dot_product', 3), ('scaled_dot_product', 6)] "
+               "(mechanism outer, seq_len inner)"), ()),
+    # the seed's benchmark: both deviations named in one message; counts still checked under the wrong label
+    (Edit("benchmark labels 'scaled', seq_len outer, flops as multiply-adds", FILE, (
+        (LOOPS, LOOPS_SEQ_LEN_OUTER.replace('"scaled_dot_product"', '"scaled"')),
+        ('"flops": int(counter.get_total_flops()),',
+         '"flops": int(counter.get_total_flops()) // 2,'),
+    ), hint="you count multiply-adds"), ()),
 ]
 BUGGY = [edit for edit, _ in BUGGY_WITH_KEYS]
 
@@ -128,3 +161,23 @@ def test_every_q3_misconception_has_an_edit():
 
 def test_every_hidden_test_catches_a_bug(results):
     assert_every_test_catches_a_bug(results, BUGGY)
+
+
+def _failed(block: dict) -> set[str]:
+    return {t["name"] for t in block["tests"] if t["outcome"] != "passed"}
+
+
+@pytest.mark.parametrize("name", ["benchmark labels 'scaled'", "benchmark loops seq_len outer"])
+def test_benchmark_label_or_order_costs_the_rows_test_only(results, name):
+    assert _failed(results[name]) == {"test_benchmark_rows"}, messages(results[name])
+
+
+def test_benchmark_rows_name_label_and_order_together(results):
+    block = results["benchmark labels 'scaled', seq_len outer, flops as multiply-adds"]
+    assert _failed(block) == {"test_benchmark_rows", "test_benchmark_flops"}, messages(block)
+    rows = next(t["message"] for t in block["tests"] if t["name"] == "test_benchmark_rows")
+    assert "no row for mechanism 'scaled_dot_product'" in rows and "(mechanism outer, seq_len inner)" in rows, rows
+
+
+def test_dropout_bug_costs_the_dropout_test_only(results):
+    assert _failed(results["weights returned after dropout"]) == {"test_dropout_returns_weights_before_dropout"}

@@ -17,6 +17,10 @@ LN_OUT = "return self.gamma * (x - mean) * torch.rsqrt(var + self.eps) + self.be
 BN_VAR = "var = flat.var(dim=0, unbiased=False)"
 BN_RUNNING_VAR = "(var * n / (n - 1))"
 BN_EVAL = "mean, var = self.running_mean, self.running_var"
+BN_FLAT = "flat = x.transpose(1, -1).reshape(-1, self.num_features) if x.dim() == 3 else x"
+BN_TOO_FEW = """            if n < 2:
+                raise ValueError("expected more than 1 value per channel when training")
+"""
 BN_OUT = """        shape = (1, -1, 1) if x.dim() == 3 else (1, -1)
         scale = self.gamma / torch.sqrt(var + self.eps)  # (C,)
         return (x - mean.view(shape)) * scale.view(shape) + self.beta.view(shape)
@@ -74,6 +78,10 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
           hint=_hint("batchnorm_3d_batch_axis_only")), ("batchnorm_3d_batch_axis_only",)),
     (Edit("batchnorm momentum hard-coded", FILE, (("self.momentum)", "0.1)"),),
           hint="momentum=0.3"), ()),
+    (Edit("batchnorm (N, C, L) statistics over dim 0 only", FILE, ((BN_FLAT, "flat = x"),),
+          hint="for (N, C, L) input pool each channel over dims 0 and 2"), ()),
+    (Edit("batchnorm trains on one value per channel", FILE, ((BN_TOO_FEW, ""),),
+          hint="BatchNorm1D(6) in training mode on x of shape (1, 6) did not raise; expected ValueError"), ()),
     (Edit("batchnorm (N, C, L) reshaped without moving the channel axis", FILE,
           (("x.transpose(1, -1).reshape(-1, self.num_features)", "x.reshape(-1, self.num_features)"),),
           hint="on x of shape (4, 6, 5)"), ()),
@@ -93,7 +101,17 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
           hint="Is your BatchNorm1D in training mode?"), ()),
     (Edit("compare with the unbiased per-sample std", FILE,
           (('"per_sample_std": y.std(dim=1, unbiased=False)', '"per_sample_std": y.std(dim=1)'),),
-          hint="['per_sample_std']"), ()),
+          hint="['per_sample_std']: values differ"), ()),
+    (Edit("compare with the unbiased per-feature std", FILE,
+          (('"per_feature_std": y.std(dim=0, unbiased=False)', '"per_feature_std": y.std(dim=0)'),),
+          hint="your per_feature_std is sqrt(n / (n - 1)) = 1.0541 times the expected one (n = 10)"), ()),
+    (Edit("compare batch_dependence as a mean over features", FILE,
+          (("float((outs.amax(0) - outs.amin(0)).max())", "float((outs.amax(0) - outs.amin(0)).mean())"),),
+          hint="compare_normalizations(): BatchNorm's batch_dependence is"), ()),
+    (Edit("compare and batchnorm check no sizes", FILE, (
+        ("if not batch_sizes or min(batch_sizes) < 2:", "if not batch_sizes:"),
+        (BN_TOO_FEW, ""),
+    ), hint="compare_normalizations(batch_sizes=(1, 8)) did not raise; expected ValueError"), ()),
     (Edit("compare ignores the seed", FILE,
           (("torch.Generator().manual_seed(seed)", "torch.Generator().manual_seed(0)"),),
           hint="seed=3"), ()),
@@ -166,3 +184,10 @@ def test_every_q4_misconception_has_an_edit():
 
 def test_every_hidden_test_catches_a_bug(results):
     assert_every_test_catches_a_bug(results, BUGGY)
+
+
+def test_unbiased_std_costs_the_values_test_only(results):
+    """One value bug in compare_normalizations costs one test: the batch-dependence test checks only that."""
+    block = results["compare with the unbiased per-sample std"]
+    assert {t["name"] for t in block["tests"] if t["outcome"] != "passed"} == {"test_compare_normalizations_values"}
+    assert "use std(unbiased=False)" in messages(block), messages(block)

@@ -123,9 +123,13 @@ def test_module_adds_table_batch_first(learner, device):
     def run(cls):
         return cls(d_model, max_len, 0.1).to(device).eval()(x)
 
+    def add_table(table_fn):  # a wrong table inside an otherwise correct module
+        return x + table_fn(max_len, d_model)[:seq_len].to(device)
+
     expected = PositionalEncoding(d_model, max_len, 0.1).to(device).eval()(x)  # x + pe[:, :seq_len]
     assert_close(got, expected, f"PositionalEncoding({d_model}, {max_len}, dropout=0.1).eval() on x (3, 20, 16)",
-                 hints=hints_for("PositionalEncoding", run), rtol=0.0, atol=1e-5)
+                 hints=hints_for("PositionalEncoding", run) + hints_for("sinusoidal_table", add_table),
+                 rtol=0.0, atol=1e-5)
 
 
 @pytest.mark.points(0.5)

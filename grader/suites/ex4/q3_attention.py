@@ -17,7 +17,7 @@ import torch
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from grader.checks import assert_close, hints_for
+from grader.checks import assert_close, hints_for, matching_hint
 from grader.judge import LearnerError
 from reference.attention import (
     AdditiveAttention,
@@ -158,7 +158,7 @@ def test_additive_matches_reference_without_mask(learner, device):
     _check_pair(module(*args), ref(*args), what, lambda i: _additive_hints(ref, args, i))
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_scaled_dot_product_matches_reference_without_mask(learner, device):
     args = _inputs(device)
     module = learner.q3.ScaledDotProductAttention()
@@ -247,9 +247,16 @@ def test_fully_masked_query_gets_zero_weights_and_no_nan(learner, device):
                 f"{what}: {label} contain NaN/inf. A fully masked row must give all-zero weights and a zero "
                 "context. Hint: -inf everywhere in a row makes softmax 0/0 = NaN; fill with "
                 "torch.finfo(dtype).min instead, and set the masked weights to 0 after the softmax.")
-        assert weights[0, 2].abs().max().item() == 0.0 and context[0, 2].abs().max().item() == 0.0, (
-            f"{what}: expected all-zero weights and context for that query, got weights "
-            f"{[round(w, 4) for w in weights[0, 2].tolist()]}")
+        row = weights[0, 2]
+        if row.abs().max().item() != 0.0 or context[0, 2].abs().max().item() != 0.0:
+            uniform = bool(torch.allclose(row, torch.full_like(row, 1.0 / K_LEN), rtol=0.0, atol=1e-4))
+            raise AssertionError(
+                f"{what}: expected all-zero weights and context for that query, got weights "
+                f"{[round(w, 4) for w in row.tolist()]}"
+                + ("; these are uniform (1/k_len each), what a finite fill such as -1e9 gives when every score "
+                   "of a row is filled" if uniform else "")
+                + ".\nHint: fill masked scores with torch.finfo(dtype).min (or -inf) and zero the masked "
+                "weights after the softmax (weights.masked_fill(~mask, 0.0)).")
         want = reference(q, k, v, mask)
         args = (q, k, v, mask)
         hints = ((lambda i: _additive_hints(ref, args, i)) if reference is ref else (lambda i: _sdpa_hints(args, i)))
@@ -266,7 +273,7 @@ def test_fully_masked_query_gets_zero_weights_and_no_nan(learner, device):
 # --------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_gradients_match_reference(learner, device):
     q, k, v = _inputs(device)
     mask = torch.ones(Q_LEN, K_LEN, dtype=torch.bool, device=device).tril()
@@ -304,6 +311,57 @@ def test_gradients_match_reference(learner, device):
             assert_close(found, want, f"{what} parameter {pname}", **GRAD)
 
 
+# --------------------------------------------------------------------------- dropout and errors
+
+
+@pytest.mark.points(1)
+def test_dropout_returns_weights_before_dropout(learner, device):
+    q, k, v = _inputs(device)
+    module = learner.q3.ScaledDotProductAttention(dropout=0.5)
+    module.train()
+    what = (f"ScaledDotProductAttention(dropout=0.5) in training mode on query {_shape(q)}, key {_shape(k)}, "
+            f"value {_shape(v)}")
+    got = module(q, k, v)
+    assert isinstance(got, (tuple, list)) and len(got) == 2, f"{what}: expected a tuple (context, weights)"
+    context, weights = got
+    assert tuple(context.shape) == (BATCH, Q_LEN, D_V), (
+        f"{what}: context has shape {_shape(context)}, expected (batch, q_len, d_v) = {(BATCH, Q_LEN, D_V)}")
+    want = ScaledDotProductAttention()(q, k, v)[1]  # (batch, q_len, k_len), no dropout
+    hints = [("the returned weights are taken before dropout: compute the context with the dropped-out weights, "
+              "self.dropout(weights) @ value, but return the softmax weights themselves",
+              lambda: torch.where(weights == 0, weights, want / (1 - 0.5)))]  # dropout zeroes and rescales
+    if isinstance(weights, torch.Tensor) and tuple(weights.shape) == tuple(want.shape):
+        sums = weights.sum(dim=-1)
+        if (sums - 1).abs().max().item() > 1e-5:
+            hint = matching_hint(weights, hints, **OUT)
+            raise AssertionError(
+                f"{what}: each query's returned weights must sum to 1 over the keys, in training mode too; a row "
+                f"sums to {sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.6g}"
+                + (f"\nHint: {hint}." if hint else ""))
+    assert_close(weights, want, f"{what}: weights (batch, q_len, k_len), compared with dropout=0", hints=hints,
+                 **OUT)
+
+
+@pytest.mark.points(1)
+@pytest.mark.time_limit(30)
+def test_invalid_arguments_are_refused(learner, device):
+    q, k, v = _inputs(device)
+    float_mask = torch.ones(Q_LEN, K_LEN, device=device).tril()  # 0./1. floats
+    ref = _additive_reference(device)
+    problems = [
+        _refusal(lambda module=module: module(q, k, v, float_mask), TypeError,
+                 f"{name} with a float32 0./1. mask (q_len, k_len)",
+                 "masks are bool or 0/1 integer; a float mask could mean an additive bias or weights, so it is refused")
+        for name, module in (("AdditiveAttention", _learner_additive(learner, ref, device)),
+                             ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention()))
+    ]
+    problems.append(_refusal(lambda: learner.q3.benchmark_attention([], hidden_size=8, batch_size=2,
+                                                                     device=device.type),
+                             ValueError, "benchmark_attention([])", "seq_lens must not be empty"))
+    problems = [p for p in problems if p]
+    assert not problems, "\n".join(problems)
+
+
 # --------------------------------------------------------------------------- benchmark
 
 
@@ -312,14 +370,21 @@ def test_gradients_match_reference(learner, device):
 def test_benchmark_rows(learner, device):
     what = "benchmark_attention([3, 6], hidden_size=8, batch_size=2)"
     rows = learner.q3.benchmark_attention(**BENCH, device=device.type)
-    table = _rows_by_key(rows, what)
+    assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows), (
+        f"{what}: expected a list of dicts, got {type(rows).__name__}")
     expected = [(m, s) for m in ("additive", "scaled_dot_product") for s in BENCH["seq_lens"]]
-    assert len(rows) == len(expected), (
-        f"{what}: expected {len(expected)} rows (one per mechanism and seq_len), got {len(rows)}")
-    for mechanism, seq_len in expected:
-        _row(table, mechanism, seq_len, what)
-    order = [(r["mechanism"], r["seq_len"]) for r in rows]
-    assert order == expected, f"{what}: rows in order {order}, expected {expected} (mechanism outer, seq_len inner)"
+    order = [(r.get("mechanism"), r.get("seq_len")) for r in rows]
+    problems = []
+    if len(rows) != len(expected):
+        problems.append(f"expected {len(expected)} rows (one per mechanism and seq_len), got {len(rows)}")
+    missing = [key for key in expected if key not in order]
+    if missing:
+        problems.append("no row for " + ", ".join(f"mechanism {m!r} with seq_len {s}" for m, s in missing)
+                        + f"; rows found: {sorted(order, key=str)} (the labels are exactly 'additive' and "
+                        "'scaled_dot_product')")
+    if order != expected:
+        problems.append(f"rows in order {order}, expected {expected} (mechanism outer, seq_len inner)")
+    assert not problems, f"{what}: " + ";\n".join(problems)
     for row in rows:
         where = f"{what}, row {row['mechanism']!r} seq_len={row['seq_len']}"
         assert set(row) == KEYS, (f"{where}: keys {sorted(row)}, expected exactly {sorted(KEYS)}; "
@@ -331,8 +396,6 @@ def test_benchmark_rows(learner, device):
         assert isinstance(time_ms, (int, float)) and not isinstance(time_ms, bool), (
             f"{where}: time_ms must be a float (milliseconds), got {type(time_ms).__name__}")
         assert math.isfinite(time_ms) and time_ms > 0, f"{where}: time_ms must be positive, got {time_ms!r}"
-    with pytest.raises(ValueError):
-        learner.q3.benchmark_attention([])
 
 
 @pytest.mark.points(1)

@@ -4,14 +4,19 @@
 against ``torch.nn.BatchNorm1d`` (same gamma/beta, loaded with
 ``learner.load_weights``): outputs on several shapes, tiny-variance input where
 the place of eps matters, gradients, running statistics after several training
-steps, eval mode, non-default momentum and eps. ``compare_normalizations`` is
-checked against the same computation done with ``reference.normalization``.
+steps, eval mode, non-default momentum and eps, and the ValueErrors the docstrings
+promise. ``compare_normalizations`` is checked against the same computation done
+with ``reference.normalization`` (all values once; the batch-dependence test checks
+only that property).
 """
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from grader.checks import assert_close, hints_for
+from grader.judge import LearnerError
 from reference.normalization import BatchNorm1D, LayerNorm
 
 OUT = dict(rtol=1e-5, atol=1e-5)  # float32 outputs of order 1
@@ -79,9 +84,23 @@ def _bn_batches(shape, device, steps=3):
     return [torch.randn(shape, device=device) * scale + shift + 0.5 * step for step in range(steps)]
 
 
+def _bn(module, x):
+    """``module(x)``; when a learner's BatchNorm1D raises on (N, C, L) input, the failure says how to pool."""
+    try:
+        return module(x)
+    except LearnerError as error:
+        if isinstance(error, NotImplementedError) or x.dim() != 3:
+            raise
+        trace = f"\n{error.learner_traceback.rstrip()}" if error.learner_traceback else ""
+        raise AssertionError(
+            f"{error}{trace}\nHint: for (N, C, L) input pool each channel over dims 0 and 2 (batch and length), "
+            "so that the mean and var have shape (C,), e.g. on x.transpose(1, 2).reshape(-1, C); then reshape "
+            "them to (1, C, 1) to normalize x.") from None
+
+
 def _train_steps(module, batches):
     module.train()
-    return [module(x) for x in batches]
+    return [_bn(module, x) for x in batches]
 
 
 def _layernorm_call(normalized_shape, eps=None):
@@ -178,7 +197,7 @@ def test_batchnorm_training_output(learner, device):
         x = _bn_batches(shape, device, steps=1)[0]
         what = f"BatchNorm1D({C}) in training mode on x of shape {shape}"
         hints = _variant_hints("BatchNorm1D", ref, lambda m, x=x: m.train()(x))
-        assert_close(module(x), _torch_batchnorm(ref).train()(x).detach(), what, hints=hints, **OUT)
+        assert_close(_bn(module, x), _torch_batchnorm(ref).train()(x).detach(), what, hints=hints, **OUT)
 
 
 @pytest.mark.points(2)
@@ -197,7 +216,7 @@ def test_batchnorm_running_statistics(learner, device):
             assert_close(getattr(module, name), getattr(torch_bn, name), f"{what} {name}", hints=hints, **STATS)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_batchnorm_eval_uses_running_statistics(learner, device):
     for shape in BN_SHAPES:
         ref = _reference(BatchNorm1D, device, C)
@@ -216,7 +235,8 @@ def test_batchnorm_eval_uses_running_statistics(learner, device):
             _train_steps(m, batches)
             return m.eval()(x)
 
-        assert_close(module(x), torch_bn(x).detach(), what, hints=_variant_hints("BatchNorm1D", ref, run), **OUT)
+        assert_close(_bn(module, x), torch_bn(x).detach(), what, hints=_variant_hints("BatchNorm1D", ref, run),
+                     **OUT)
         for name, old in zip(("running_mean", "running_var"), before):
             assert torch.equal(getattr(module, name), old), (
                 f"{what}: {name} changed during an eval-mode call; in eval mode the buffers stay as they are")
@@ -241,7 +261,8 @@ def test_batchnorm_momentum_and_eps(learner, device):
     module.eval()
     x = torch.randn(shape, device=device)
     eval_hints = _variant_hints("BatchNorm1D", ref, lambda m: (_train_steps(m, batches), m.eval()(x))[1])
-    assert_close(module(x), torch_bn.eval()(x).detach(), f"{what} output in eval mode", hints=eval_hints, **OUT)
+    assert_close(_bn(module, x), torch_bn.eval()(x).detach(), f"{what} output in eval mode", hints=eval_hints,
+                 **OUT)
 
 
 # --------------------------------------------------------------------------- compare_normalizations
@@ -251,7 +272,7 @@ def _expected_comparison(batch_sizes, num_features, seed):
     """What compare_normalizations promises, computed with the reference modules."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(max(batch_sizes), num_features, generator=g) * 2 + 1
-    result = {}
+    result, unbiased = {}, {}
     with torch.no_grad():
         for name, norm in (("layer_norm", LayerNorm(num_features)), ("batch_norm", BatchNorm1D(num_features))):
             y = norm(x)
@@ -263,10 +284,20 @@ def _expected_comparison(batch_sizes, num_features, seed):
                 "per_feature_std": y.std(dim=0, unbiased=False),
                 "batch_dependence": float((outs.amax(0) - outs.amin(0)).max()),
             }
-    return result
+            unbiased[name] = {"per_sample_std": y.std(dim=1), "per_feature_std": y.std(dim=0)}  # the n - 1 variant
+    return result, unbiased
 
 
-def _check_comparison(got, want, what):
+def _std_hint(key, n, unbiased_std):
+    """The hint for a std ``sqrt(n / (n - 1))`` times too large: the unbiased one."""
+    axis = "dim=1 (features)" if key == "per_sample_std" else "dim=0 (samples)"
+    return [(f"your {key} is sqrt(n / (n - 1)) = {math.sqrt(n / (n - 1)):.5g} times the expected one (n = {n}): "
+             f"that is the unbiased std, dividing by n - 1; use std(unbiased=False) over {axis}.",
+             lambda: unbiased_std)]
+
+
+def _check_comparison(got, expected_and_unbiased, what):
+    want, unbiased = expected_and_unbiased
     assert isinstance(got, dict), f"{what}: expected a dict, got {type(got).__name__}"
     assert set(got) == {"layer_norm", "batch_norm"}, (
         f"{what}: keys {sorted(got)}, expected exactly ['batch_norm', 'layer_norm']")
@@ -284,7 +315,9 @@ def _check_comparison(got, want, what):
                     f"{what}[{method!r}]['batch_dependence']: expected {expected:.6g}, got {value:.6g} "
                     "(the largest change of sample 0's output over the listed batch sizes)")
             else:
-                assert_close(row[key], expected, f"{what}[{method!r}][{key!r}]", **OUT)
+                n = want[method]["per_feature_mean" if key == "per_sample_std" else "per_sample_mean"].numel()
+                hints = _std_hint(key, n, unbiased[method][key]) if key in unbiased[method] else []
+                assert_close(row[key], expected, f"{what}[{method!r}][{key!r}]", hints=hints, **OUT)
 
 
 @pytest.mark.points(1)
@@ -309,4 +342,43 @@ def test_compare_normalizations_shows_batch_dependence(learner):
         f"{what}: BatchNorm's batch_dependence is {bn!r}; in training mode BatchNorm uses the batch's "
         "statistics, so sample 0's output changes with the batch (expected clearly above 0). "
         "Is your BatchNorm1D in training mode?")
-    _check_comparison(got, _expected_comparison((2, 8, 32), 16, 0), what)
+    want = _expected_comparison((2, 8, 32), 16, 0)[0]["batch_norm"]["batch_dependence"]
+    assert abs(bn - want) <= 1e-5 + 1e-4 * want, (
+        f"{what}: BatchNorm's batch_dependence is {bn:.6g}, expected {want:.6g}: the largest change of sample 0's "
+        "output over the batch sizes (2, 8, 32), (stack(outs).amax(0) - stack(outs).amin(0)).max() with "
+        "out_b = norm(x[:b])[0] (BatchNorm1D in training mode)")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _refusal(call, what, why):
+    """The problem (a sentence) when ``call()`` into learner code does not raise ValueError, else None."""
+    try:
+        call()
+    except ValueError:
+        return None
+    except LearnerError as error:
+        if isinstance(error, NotImplementedError):
+            raise
+        return f"{what} raised {error.type_name}: {error.message}; expected ValueError ({why})"
+    return f"{what} did not raise; expected ValueError ({why})"
+
+
+@pytest.mark.points(1)
+def test_invalid_inputs_raise_value_error(learner, device):
+    problems = []
+    for shape in ((1, C), (1, C, 1)):
+        module = learner.q4.BatchNorm1D(C)
+        module.to(device.type)
+        module.train()
+        x = torch.randn(shape, device=device)
+        problems.append(_refusal(lambda module=module, x=x: module(x),
+                                 f"BatchNorm1D({C}) in training mode on x of shape {shape}",
+                                 "one value per channel: its batch variance is undefined, as in torch.nn.BatchNorm1d"))
+    for batch_sizes in ((), (1, 8)):
+        problems.append(_refusal(lambda sizes=batch_sizes: learner.q4.compare_normalizations(batch_sizes=sizes),
+                                 f"compare_normalizations(batch_sizes={batch_sizes!r})",
+                                 "batch_sizes must be non-empty, each at least 2"))
+    problems = [p for p in problems if p]
+    assert not problems, "\n".join(problems)
