@@ -84,7 +84,7 @@ def histogram_png(scores: list[float], max_score: float) -> bytes:
     if scores:
         mean = statistics.fmean(scores)
         axes.axvline(mean, color="#C44E52", linestyle="--", label=f"mean {mean:.1f}")
-        axes.legend(loc="upper left")
+        axes.legend(loc="upper center")
     axes.set_xlim(0, top)
     axes.set_xlabel(f"total score (of {top:g})")
     axes.set_ylabel("learners")

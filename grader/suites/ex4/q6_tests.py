@@ -32,7 +32,9 @@ TIME_LIMIT = 60.0  # seconds for the learner's whole file, run on every implemen
 N_CORRECT = 2  # copies of the correct implementation; every test must pass on each
 _ORDER_SEED = 80_613_457  # secret: the order of the implementations (and where the correct copies are)
 
-pytestmark = pytest.mark.time_limit(TIME_LIMIT)
+# hidden: grading a learner's tests needs the live reference and its buggy variants,
+# which a learner bundle (grade release) does not contain
+pytestmark = [pytest.mark.time_limit(TIME_LIMIT), pytest.mark.hidden]
 
 API = {
     "sinusoidal_table": positional_encoding.sinusoidal_table,
