@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     from grader.scoring import build_result
 
     plugin = GradingPlugin(worker, torch.device(device))
+    judge_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # small tensors: one thread each for judge and worker
     arguments = [str(q.suite) for q in questions] + [
         "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--assert=plain", "--import-mode=importlib",
         "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
@@ -95,6 +98,7 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
         peak_rss = worker.peak_rss()
     finally:
         worker.stop()
+        torch.set_num_threads(judge_threads)
     if plugin.collection_errors or code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         raise KitError("hidden suite failed: " + ("\n".join(plugin.collection_errors) or output.getvalue()[-3000:]))
     return build_result(

@@ -77,7 +77,7 @@ class WorkerProcess:
         time_limit: default seconds per call into learner code (a test's ``time_limit`` marker overrides).
         prefetch: import torch's heavy lazy modules in the background (see ``grader.forkserver.prefetch``).
         memory_limit: bytes the worker may grow by (address space on CPU, resident memory always).
-        threads: torch intra-op threads in the worker.
+        threads: torch intra-op threads in the worker (default: half the cores; the judge takes the rest).
         cap_address_space: set ``RLIMIT_AS`` (off for CUDA, which maps large address ranges).
     """
 
@@ -85,7 +85,7 @@ class WorkerProcess:
                  cap_address_space: bool = True, time_limit: float = DEFAULT_TIME_LIMIT, prefetch: bool = False):
         self.submission = Path(submission)
         self.memory_limit = memory_limit
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.threads = threads or max(1, (os.cpu_count() or 2) // 2)  # the judge gets the other half
         self.cap_address_space = cap_address_space
         self.prefetch = prefetch
         self.default_time_limit = time_limit
@@ -149,7 +149,7 @@ class WorkerProcess:
         self._starting = None
 
     def _kill(self) -> None:
-        if self.process is None:
+        if self.process is None or self.process.pid is None:  # never started
             return
         if self.process.is_alive():
             try:

@@ -103,7 +103,8 @@ CORRECT = [
     )),
     # the figure through pyplot, the table drawn from the module's buffer
     Edit("pyplot figure", FILE, (
-        ("    table = sinusoidal_table(max_len, d_model).numpy()\n    fig = matplotlib.figure.Figure(figsize=(12, 5))\n",
+        ("    table = sinusoidal_table(max_len, d_model).numpy()\n"
+         "    fig = matplotlib.figure.Figure(figsize=(12, 5))\n",
          "    import matplotlib.pyplot as plt\n"
          "    table = PositionalEncoding(d_model, max_len).pe[0].numpy()\n"
          "    fig = plt.figure(figsize=(12, 5))\n"),

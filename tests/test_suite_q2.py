@@ -65,7 +65,8 @@ BUGGY = [
     ),), hint="is the graph cut"),
     Edit("-inf fill, no zeroing", FILE, (
         (FILL, 'scores = scores.masked_fill(~allowed, float("-inf"))'),
-        ("weights = torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)", "weights = torch.softmax(scores, dim=-1)"),
+        ("weights = torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)",
+         "weights = torch.softmax(scores, dim=-1)"),
     ), hint="all-zero weights"),
     Edit("softmax over batch", FILE, (("torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=0)"),),
          hint="samples must not interact"),
@@ -79,7 +80,9 @@ BUGGY = [
     ), hint="missing ['W_o.bias', 'W_o.weight'], unexpected ['out_proj.bias', 'out_proj.weight']"),
     Edit("heads merged without transpose", FILE, ((MERGE, "out = out.reshape(batch, q_len, self.d_model)"),),
          hint="not permutation-equivariant"),
-    Edit("key split with q_len", FILE, ((HEADS, "return x.view(batch, q_len, self.n_heads, self.d_k).transpose(1, 2)"),)),
+    Edit("key split with q_len", FILE, (
+        (HEADS, "return x.view(batch, q_len, self.n_heads, self.d_k).transpose(1, 2)"),
+    )),
     Edit("dropout on in eval", FILE, ((
         "out = self.dropout(weights) @ V", "out = torch.nn.functional.dropout(weights, self.dropout.p) @ V",
     ),)),

@@ -246,7 +246,8 @@ def test_plot_curves(learner):
     positions = torch.arange(PLOT_MAX_LEN, dtype=torch.float64)
     for line, dim in zip(lines, PLOT_DIMS):
         assert line["y"].shape == (PLOT_MAX_LEN,) and line["x"].shape == (PLOT_MAX_LEN,), (
-            f"{call}: the curve for dim {dim} has {line['y'].numel()} points, expected {PLOT_MAX_LEN} (one per position)"
+            f"{call}: the curve for dim {dim} has {line['y'].numel()} points, "
+            f"expected {PLOT_MAX_LEN} (one per position)"
         )
         assert torch.allclose(line["x"], positions), f"{call}: the curve for dim {dim} should have x = range(max_len)"
         error = (line["y"] - table[:, dim]).abs()
