@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import os
 import threading
 from multiprocessing import forkserver
 
@@ -21,8 +22,10 @@ from multiprocessing import forkserver
 # (torch._dynamo, ~3 s) and of backward with an explicit gradient (sympy, ~1 s).
 HEAVY_MODULES = ("torch._dynamo", "torch.fx.experimental.symbolic_shapes")
 
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures are described, never shown
 context = multiprocessing.get_context("forkserver")
-context.set_forkserver_preload(["torch", "grader.worker"])
+# matplotlib.figure: most learner modules import it (0.4 s), pyplot stays lazy
+context.set_forkserver_preload(["torch", "matplotlib.figure", "grader.worker"])
 
 
 def boot() -> None:

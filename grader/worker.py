@@ -66,7 +66,6 @@ def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: i
     import torch
 
     torch.set_num_threads(threads)
-    os.environ["MPLBACKEND"] = "Agg"
 
 
 class Worker:

@@ -226,5 +226,6 @@ def test_implementations_hide_their_identity():
     assert {m.kind for m in MISCONCEPTIONS} == {kind for kind, _, _ in suite.KINDS}, "a kind without its hidden test"
     entries = suite.implementations()
     assert entries == suite.implementations()
-    assert len(entries) == len(MISCONCEPTIONS) + suite.N_CORRECT and entries[0] is not None
+    assert len(entries) == len(suite.GRADED) + suite.N_CORRECT and entries[0] is not None
+    assert {m.kind for m in entries if m} == {m.kind for m in MISCONCEPTIONS}, "every kind is graded"
     assert not any(isinstance(getattr(suite.namespace(e), n), type) for e in entries[:3] for n in suite.API)

@@ -26,7 +26,7 @@ import torch
 from grader.judge import LearnerError, WorkerDied
 from grader.learner_tests import MAX_ELEMENTS
 from reference import attention, encoder, normalization, positional_encoding
-from reference.misconceptions import MISCONCEPTIONS, Misconception
+from reference.misconceptions import Misconception, by_key
 
 TIME_LIMIT = 60.0  # seconds for the learner's whole file, run on every implementation (the time_limit marker)
 N_CORRECT = 2  # copies of the correct implementation; every test must pass on each
@@ -99,9 +99,23 @@ def _guarded(name: str, impl):
     return call
 
 
+# The buggy implementations a learner's tests must catch: every misconception the
+# hints of q1-q4 name, and at least one of every kind. (All 34 variants would cost
+# the learner's file 36 runs instead of 22; these 20 cover the same ground.)
+GRADED = (
+    "pe_sin_cos_swapped", "pe_halves_not_interleaved", "pe_base_1000", "encoder_missing_embedding_scale",
+    "mha_softmax_over_queries", "mha_missing_scale", "mha_inverted_mask", "mha_missing_output_projection",
+    "sdpa_mask_after_softmax", "additive_missing_tanh", "ffn_missing_relu",
+    "block_missing_residual", "block_pre_norm",
+    "layernorm_unbiased_variance", "layernorm_eps_on_std", "batchnorm_over_feature_axis",
+    "batchnorm_running_var_biased", "batchnorm_momentum_reversed", "batchnorm_eval_uses_batch_stats",
+    "layernorm_over_batch_axis",
+)
+
+
 def implementations() -> list[Misconception | None]:
     """What each namespace holds, in grading order: ``None`` for a correct copy, else its misconception."""
-    entries: list[Misconception | None] = [None] * N_CORRECT + list(MISCONCEPTIONS)
+    entries: list[Misconception | None] = [None] * N_CORRECT + [by_key(key) for key in GRADED]
     random.Random(_ORDER_SEED).shuffle(entries)
     return entries
 
