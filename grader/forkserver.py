@@ -33,16 +33,39 @@ def boot() -> None:
     forkserver.ensure_running()
 
 
-def prefetch() -> threading.Thread:
-    """Import ``HEAVY_MODULES`` in a background thread (while this process mostly waits on another).
+_prefetching: threading.Thread | None = None
 
-    Grading more than one question uses them in both judge and worker; importing them
-    ahead, while the other process works, takes seconds off a full grade.
+
+def prefetch() -> None:
+    """Import ``HEAVY_MODULES`` in a background thread (a worker does this while the judge works).
+
+    Python 3.11's ``ast`` is not thread-safe ("AST constructor recursion depth
+    mismatch"), and importing torch._dynamo parses signatures with ``ast.parse``; so
+    while the thread runs, ``ast.parse`` takes a lock, and code that builds ASTs
+    another way (pytest's assertion rewriting) calls :func:`wait_for_prefetch` first.
     """
-    def load() -> None:
-        for name in HEAVY_MODULES:
-            importlib.import_module(name)
+    global _prefetching
+    import ast
 
-    thread = threading.Thread(target=load, name="prefetch", daemon=True)
-    thread.start()
-    return thread
+    parse, lock = ast.parse, threading.Lock()
+
+    def locked_parse(*args, **kwargs):
+        with lock:
+            return parse(*args, **kwargs)
+
+    def load() -> None:
+        try:
+            for name in HEAVY_MODULES:
+                importlib.import_module(name)
+        finally:
+            ast.parse = parse
+
+    ast.parse = locked_parse
+    _prefetching = threading.Thread(target=load, name="prefetch", daemon=True)
+    _prefetching.start()
+
+
+def wait_for_prefetch() -> None:
+    """Block until a :func:`prefetch` in this process has finished (no-op without one)."""
+    if _prefetching is not None:
+        _prefetching.join()

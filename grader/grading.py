@@ -76,10 +76,6 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
         worker.start()
     import torch
 
-    if several:
-        from grader.forkserver import prefetch
-
-        prefetch()
     from grader.plugin import GradingPlugin
     from grader.scoring import build_result
 
@@ -87,7 +83,7 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     judge_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # small tensors: one thread each for judge and worker
     arguments = [str(q.suite) for q in questions] + [
-        "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--assert=plain", "--import-mode=importlib",
+        "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--assert=plain", "--import-mode=importlib", "--tb=no",
         "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
         "-W", "ignore::DeprecationWarning",
     ]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from grader import forkserver  # imported with the worker, before it shuts itself in
+
 JUDGE = "__grader_judge__"
 MAX_ELEMENTS = 2**22  # largest tensor (elements) a learner test may pass to, or build in, the judge
 MAX_SIZE_ARGUMENT = 2**14  # largest integer constructor argument (d_model, max_len, ...)
@@ -78,6 +80,7 @@ def run(worker: Any, path: str, impls: list[int]) -> dict:
     """
     import pytest
 
+    forkserver.wait_for_prefetch()  # pytest builds ASTs; Python 3.11's ast is not thread-safe
     outcomes: dict[str, dict[int, str]] = {}
     errors: list[str] = []
 
