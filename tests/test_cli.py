@@ -22,11 +22,11 @@ def run(*args: str):
     (["ex9"], "unknown exercise set or command 'ex9'"),
     (["ex4", "q42"], "ex4 has no question q42"),
     (["ex4", "--submission", "/no/such/folder"], "does not exist"),
-    (["ex4", "--submission", "/tmp"], "holds no q*.py files"),
+    (["ex4", "--submission", "EMPTY"], "holds no q*.py files"),
     (["ex4", "--solutions", "--submission", str(SOLUTIONS)], "either --solutions or --submission"),
 ])
-def test_usage_errors_exit_2_with_one_line(args, text):
-    outcome = run(*args)
+def test_usage_errors_exit_2_with_one_line(args, text, tmp_path):
+    outcome = run(*[str(tmp_path) if a == "EMPTY" else a for a in args])
     assert outcome.exit_code == 2
     assert text in outcome.output
     assert "Traceback" not in outcome.output

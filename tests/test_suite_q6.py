@@ -80,8 +80,8 @@ def test_peek_too_big(impl):  # a construction over the size cap is refused
 BUGGY = [
     file_edit("assert true only", "def test_nothing(impl):\n    assert True\n",
               hint="not caught by any of your tests that pass on the correct implementation"),
-    file_edit("layer norm only", learner_file(*LAYER_NORM_TESTS), hint="3 normalization bugs in BatchNorm1D"),
-    file_edit("normalization only", learner_file(*NORMALIZATION_TESTS), hint="2 masking bugs in MultiHeadAttention"),
+    file_edit("layer norm only", learner_file(*LAYER_NORM_TESTS), hint="a normalization bug in BatchNorm1D"),
+    file_edit("normalization only", learner_file(*NORMALIZATION_TESTS), hint="a masking bug in MultiHeadAttention"),
     Edit("fails on correct", FILE, ((  # the expected value of the feed-forward test forgets the ReLU
         'hidden = F.relu(F.linear(x, w["linear1.weight"], w["linear1.bias"]))',
         'hidden = F.linear(x, w["linear1.weight"], w["linear1.bias"])',
