@@ -51,7 +51,7 @@ def main() -> None:
     import torch
 
     label = options.label or f"{options.device}, {os.cpu_count()} cores, {platform.machine()}"
-    lines = [f"### {label} (torch {torch.__version__}, median of {options.repeat})", "",
+    lines = [f"## Single submission: {label} (torch {torch.__version__}, median of {options.repeat})", "",
              "| command | median s | min s | max s |", "|---|---|---|---|"]
     for name, values in times.items():
         lines.append(f"| `{name}` | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")

@@ -53,7 +53,9 @@ def serve() -> None:
     """
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    from grader import exercises, grading
+    from grader import exercises, forkserver, grading
+
+    forkserver.boot(heavy=True)  # this judge forks a worker per submission: load torch's lazy modules once
 
     points: dict[str, dict[str, float]] = {}
     configured_threads = None

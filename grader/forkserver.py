@@ -24,12 +24,18 @@ HEAVY_MODULES = ("torch._dynamo", "torch.fx.experimental.symbolic_shapes")
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures are described, never shown
 context = multiprocessing.get_context("forkserver")
-# matplotlib.figure: most learner modules import it (0.4 s), pyplot stays lazy
-context.set_forkserver_preload(["torch", "matplotlib.figure", "grader.worker"])
+PRELOAD = ["torch", "matplotlib.figure", "grader.worker"]  # matplotlib.figure: most learner modules import it
+context.set_forkserver_preload(PRELOAD)  # whoever starts the first worker, without boot() too
 
 
-def boot() -> None:
-    """Start the fork server now (idempotent; returns at once, the server loads in the background)."""
+def boot(heavy: bool = False) -> None:
+    """Start the fork server now (idempotent; returns at once, the server loads in the background).
+
+    ``heavy`` also preloads ``HEAVY_MODULES``: right for a process that forks many
+    workers (a batch judge), where it saves seconds per submission; a single grade
+    imports them in the worker instead (see :func:`prefetch`).
+    """
+    context.set_forkserver_preload(PRELOAD + (list(HEAVY_MODULES) if heavy else []))  # no effect once running
     forkserver.ensure_running()
 
 

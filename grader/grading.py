@@ -61,6 +61,7 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     Args:
         device: ``cpu`` or ``cuda`` (already resolved); reference and learner code both run there.
         memory_limit: bytes the worker may grow by; time_limit: seconds per call into learner code.
+        threads: torch threads for the judge and for the worker each (default: half the cores).
         worker: an already-started worker to use (it is stopped afterwards either way).
 
     Raises:
@@ -69,9 +70,9 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     import pytest
 
     started = time.perf_counter()
-    several = len(questions) > 1
+    threads = threads or max(1, (os.cpu_count() or 2) // 2)  # judge and worker each take this many
     worker = worker or WorkerProcess(submission, memory_limit=memory_limit, threads=threads, time_limit=time_limit,
-                                     cap_address_space=device != "cuda", prefetch=several)
+                                     cap_address_space=device != "cuda", prefetch=len(questions) > 1)
     if worker._starting is None:
         worker.start()
     import torch
@@ -81,7 +82,7 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
 
     plugin = GradingPlugin(worker, torch.device(device))
     judge_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # small tensors: one thread each for judge and worker
+    torch.set_num_threads(threads)
     arguments = [str(q.suite) for q in questions] + [
         "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--assert=plain", "--import-mode=importlib", "--tb=no",
         "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),

@@ -85,7 +85,7 @@ class WorkerProcess:
                  cap_address_space: bool = True, time_limit: float = DEFAULT_TIME_LIMIT, prefetch: bool = False):
         self.submission = Path(submission)
         self.memory_limit = memory_limit
-        self.threads = threads or max(1, (os.cpu_count() or 2) // 2)  # the judge gets the other half
+        self.threads = threads or max(1, (os.cpu_count() or 2) // 2)  # the judge takes the other half
         self.cap_address_space = cap_address_space
         self.prefetch = prefetch
         self.default_time_limit = time_limit
