@@ -54,8 +54,10 @@ def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: i
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    kit = str(kit_root)
-    sys.path[:] = [str(workdir)] + [p for p in sys.path if p and not p.startswith(kit)]
+    # the kit's root leaves sys.path (its packages are refused anyway); a virtual environment
+    # inside the kit's folder (.venv/) stays, or the learner's imports would not resolve
+    kit = os.path.realpath(kit_root)
+    sys.path[:] = [str(workdir)] + [p for p in sys.path if p and os.path.realpath(p) != kit]
     sys.meta_path[:] = [_Blocker()] + [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
     for name in list(sys.modules):  # this module keeps its own references to what it needs
         if name.split(".")[0] in FORBIDDEN or name == "__mp_main__":
