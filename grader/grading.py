@@ -109,7 +109,7 @@ def collect_points(exercise: ExerciseSet) -> dict[str, float]:
     """Points per question, from the ``points`` markers of the collected hidden tests."""
     import pytest
 
-    from grader.plugin import MARKERS, points_of, question_of
+    from grader.plugin import MARKERS, points_of, question_of, use_grading_profile
 
     totals: dict[str, float] = {}
 
@@ -117,6 +117,7 @@ def collect_points(exercise: ExerciseSet) -> dict[str, float]:
         def pytest_configure(self, config):
             for name, text in MARKERS.items():
                 config.addinivalue_line("markers", f"{name}: {text}")
+            use_grading_profile()
 
         def pytest_collection_finish(self, session):
             for item in session.items:

@@ -81,6 +81,11 @@ def run(worker: Any, path: str, impls: list[int]) -> dict:
     import pytest
 
     forkserver.wait_for_prefetch()  # pytest builds ASTs; Python 3.11's ast is not thread-safe
+    from hypothesis import settings
+
+    # the learner's property tests run derandomized too: the same file gets the same score every run
+    settings.register_profile("learner-tests", derandomize=True, deadline=None, database=None)
+    settings.load_profile("learner-tests")
     outcomes: dict[str, dict[int, str]] = {}
     errors: list[str] = []
 

@@ -32,6 +32,22 @@ MARKERS = {
 }
 
 
+def use_grading_profile() -> None:
+    """Load hypothesis's ``grading`` profile: derandomized, no deadline, no database, 20 examples.
+
+    Must run before a suite module is imported: ``@settings(...)`` on a test inherits
+    the profile in force at import time (``grade list`` imports the suites too).
+    """
+    from hypothesis import HealthCheck, Phase, settings
+
+    settings.register_profile(
+        "grading", derandomize=True, deadline=None, database=None, max_examples=20, print_blob=False,
+        report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    )
+    settings.load_profile("grading")
+
+
 def points_of(item: pytest.Item) -> float:
     marker = item.get_closest_marker("points")
     return float(marker.args[0]) if marker else 1.0
@@ -55,14 +71,7 @@ class GradingPlugin:
     def pytest_configure(self, config: pytest.Config) -> None:
         for name, text in MARKERS.items():
             config.addinivalue_line("markers", f"{name}: {text}")
-        from hypothesis import HealthCheck, Phase, settings
-
-        settings.register_profile(
-            "grading", derandomize=True, deadline=None, database=None, max_examples=20, print_blob=False,
-            report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
-            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-        )
-        settings.load_profile("grading")
+        use_grading_profile()
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         if self.torch_device.type != "cuda":
