@@ -83,3 +83,45 @@ def assert_every_test_catches_a_bug(results: dict[str, dict], buggy: list[Edit])
     names = {t["name"] for t in results["solutions"]["tests"] if t["outcome"] != "skipped"}
     caught = {t["name"] for e in buggy for t in results[e.name]["tests"] if t["outcome"] != "passed"}
     assert names <= caught, f"hidden tests that no buggy submission fails: {sorted(names - caught)}"
+
+
+def corpus_tests(qid: str, buggy: list[Edit], correct: list[Edit], full_marks: float) -> dict:
+    """The standard kit tests of one hidden suite, for a test module's namespace.
+
+    ``globals().update(corpus_tests("q1", BUGGY, CORRECT, 10))`` adds: the module-scoped
+    ``results`` fixture (every edit graded once); the model answers get ``full_marks``;
+    each buggy edit loses points and shows its hint; each correct rewrite keeps full
+    marks; every hidden test fails on some buggy edit; the untouched stub scores 0 with
+    every test "not implemented yet".
+    """
+
+    @pytest.fixture(scope="module")
+    def results(tmp_path_factory):
+        return grade_edits(tmp_path_factory, qid, buggy + correct)
+
+    def test_model_answers_get_full_marks(results):
+        block = results["solutions"]
+        assert block["score"] == block["max_score"] == full_marks, messages(block)
+
+    @pytest.mark.parametrize("edit", buggy, ids=lambda e: e.name)
+    def test_buggy_edit_loses_points(results, edit):
+        block = results[edit.name]
+        assert block["score"] < block["max_score"], f"{edit.name}: still full marks"
+        if edit.hint:
+            assert edit.hint in messages(block), f"{edit.name}: feedback lacks {edit.hint!r}:\n{messages(block)}"
+
+    @pytest.mark.parametrize("edit", correct, ids=lambda e: e.name)
+    def test_correct_rewrite_keeps_full_marks(results, edit):
+        block = results[edit.name]
+        assert block["score"] == block["max_score"], f"{edit.name}:\n{messages(block)}"
+
+    def test_every_hidden_test_catches_a_bug(results):
+        assert_every_test_catches_a_bug(results, buggy)
+
+    def test_untouched_stub_scores_zero():
+        block = question(grade(EXERCISES, qid), qid)
+        graded = [t for t in block["tests"] if t["outcome"] != "skipped"]
+        assert block["score"] == 0
+        assert all(t["outcome"] == "failed" and "not implemented yet" in t["message"] for t in graded), messages(block)
+
+    return {name: value for name, value in locals().items() if name == "results" or name.startswith("test_")}

@@ -7,9 +7,8 @@ every hidden test fails on at least one buggy edit; the untouched stub scores 0.
 
 from __future__ import annotations
 
-import pytest
 
-from conftest import EXERCISES, Edit, assert_every_test_catches_a_bug, grade, grade_edits, messages, question
+from conftest import Edit, corpus_tests
 from reference.misconceptions import by_key
 
 FILE = "q1_positional_encoding.py"
@@ -113,36 +112,4 @@ CORRECT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    return grade_edits(tmp_path_factory, "q1", BUGGY + CORRECT)
-
-
-def test_solutions_get_full_marks(results):
-    block = results["solutions"]
-    assert block["score"] == block["max_score"] == 10.0, messages(block)
-
-
-@pytest.mark.parametrize("edit", BUGGY, ids=lambda e: e.name)
-def test_buggy_edit_loses_points(results, edit):
-    block = results[edit.name]
-    assert block["score"] < block["max_score"], f"{edit.name}: full marks"
-    if edit.hint:
-        assert edit.hint in messages(block), f"{edit.name}: {edit.hint!r} not in\n{messages(block)}"
-
-
-@pytest.mark.parametrize("edit", CORRECT, ids=lambda e: e.name)
-def test_correct_rewrite_keeps_full_marks(results, edit):
-    block = results[edit.name]
-    assert block["score"] == block["max_score"], f"{edit.name}:\n{messages(block)}"
-
-
-def test_every_test_catches_a_bug(results):
-    assert_every_test_catches_a_bug(results, BUGGY)
-
-
-def test_untouched_stub_scores_zero():
-    block = question(grade(EXERCISES, "q1"), "q1")
-    assert block["score"] == 0.0
-    assert all(t["outcome"] == "failed" for t in block["tests"])
-    assert "not implemented yet" in messages(block)
+globals().update(corpus_tests("q1", BUGGY, CORRECT, full_marks=10))

@@ -3,9 +3,8 @@
 Every edit is graded once (module-scoped fixture), by the real worker and suite.
 """
 
-import pytest
 
-from conftest import EXERCISES, Edit, assert_every_test_catches_a_bug, grade, grade_edits, messages, question
+from conftest import Edit, corpus_tests, messages
 from reference.misconceptions import MISCONCEPTIONS, by_key
 
 FILE = "q4_normalization.py"
@@ -146,44 +145,13 @@ CORRECT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    return grade_edits(tmp_path_factory, "q4", BUGGY + CORRECT)
-
-
-def test_solutions_get_full_marks(results):
-    block = results["solutions"]
-    assert block["score"] == block["max_score"] == 15, messages(block)
-
-
-def test_untouched_stubs_score_zero():
-    block = question(grade(EXERCISES, "q4"), "q4")
-    assert block["score"] == 0
-    assert all("not implemented yet" in t["message"] for t in block["tests"]), messages(block)
-
-
-@pytest.mark.parametrize("edit", BUGGY, ids=lambda e: e.name)
-def test_buggy_edit_loses_points(results, edit):
-    block = results[edit.name]
-    assert block["score"] < block["max_score"], f"{edit.name}: still full marks"
-    if edit.hint:
-        assert edit.hint in messages(block), f"{edit.name}: feedback lacks {edit.hint!r}:\n{messages(block)}"
-
-
-@pytest.mark.parametrize("edit", CORRECT, ids=lambda e: e.name)
-def test_correct_rewrite_keeps_full_marks(results, edit):
-    block = results[edit.name]
-    assert block["score"] == block["max_score"], f"{edit.name}:\n{messages(block)}"
+globals().update(corpus_tests("q4", BUGGY, CORRECT, full_marks=15))
 
 
 def test_every_q4_misconception_has_an_edit():
     keys = {m.key for m in MISCONCEPTIONS if m.target in Q4_TARGETS}
     covered = {key for _, edit_keys in BUGGY_WITH_KEYS for key in edit_keys}
     assert keys <= covered, f"misconceptions without a buggy edit: {sorted(keys - covered)}"
-
-
-def test_every_hidden_test_catches_a_bug(results):
-    assert_every_test_catches_a_bug(results, BUGGY)
 
 
 def test_unbiased_std_costs_the_values_test_only(results):

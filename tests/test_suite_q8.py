@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 
-from conftest import Edit, assert_every_test_catches_a_bug, grade_edits, messages
+from conftest import Edit, corpus_tests
 
 FILE = "q8_optimized.py"
 WORK = "    work = torch.float64 if q.dtype == torch.float64 else torch.float32\n"
@@ -91,29 +90,4 @@ CORRECT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    return grade_edits(tmp_path_factory, "q8", BUGGY + CORRECT)
-
-
-def test_model_answers_get_full_marks(results):
-    block = results["solutions"]
-    assert block["score"] == block["max_score"] == 20, messages(block)
-
-
-@pytest.mark.parametrize("edit", BUGGY, ids=lambda e: e.name)
-def test_buggy_answer_loses_points(results, edit):
-    block = results[edit.name]
-    assert block["score"] < block["max_score"], f"{edit.name} kept full marks"
-    if edit.hint:
-        assert edit.hint in messages(block), f"{edit.name}: hint {edit.hint!r} not shown:\n{messages(block)}"
-
-
-@pytest.mark.parametrize("edit", CORRECT, ids=lambda e: e.name)
-def test_correct_rewrite_keeps_full_marks(results, edit):
-    block = results[edit.name]
-    assert block["score"] == block["max_score"], f"{edit.name}:\n{messages(block)}"
-
-
-def test_every_test_catches_a_bug(results):
-    assert_every_test_catches_a_bug(results, BUGGY)
+globals().update(corpus_tests("q8", BUGGY, CORRECT, full_marks=20))
