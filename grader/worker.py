@@ -19,6 +19,7 @@ import importlib
 import os
 import random
 import resource
+import site
 import sys
 import traceback
 from pathlib import Path
@@ -54,10 +55,13 @@ def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: i
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    # the kit's root leaves sys.path (its packages are refused anyway); a virtual environment
-    # inside the kit's folder (.venv/) stays, or the learner's imports would not resolve
+    # an editable checkout's root leaves sys.path (its packages are refused anyway); a site-packages
+    # folder stays even when it is the kit's root (a wheel install), or torch, sympy and pytest
+    # would not import; so does a virtual environment inside the kit's folder (.venv/)
     kit = os.path.realpath(kit_root)
-    sys.path[:] = [str(workdir)] + [p for p in sys.path if p and os.path.realpath(p) != kit]
+    sites = {os.path.realpath(p) for p in site.getsitepackages() + [site.getusersitepackages()]}
+    sys.path[:] = [str(workdir)] + [p for p in sys.path
+                                    if p and (os.path.realpath(p) != kit or os.path.realpath(p) in sites)]
     sys.meta_path[:] = [_Blocker()] + [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
     for name in list(sys.modules):  # this module keeps its own references to what it needs
         if name.split(".")[0] in FORBIDDEN or name == "__mp_main__":
