@@ -56,6 +56,8 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--solutions", is_flag=True, help="Grade the model answers (a self-check of the kit).")
     @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
                   help="Where reference and learner code run; auto picks CUDA when present.")
+    @click.option("--require-cuda", is_flag=True, help="Grade on CUDA and exit 1 when no GPU is visible or a test "
+                  "is skipped for want of CUDA (for GPU CI jobs).")
     @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the result document here.")
     @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML here (for CI).")
     @click.option("--fail-under", type=float, help="Exit 1 when the score is below this.")
@@ -64,8 +66,8 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--time-limit", type=float, default=10.0, show_default=True,
                   help="Seconds each call into your code may take.")
     @click.option("-v", "--verbose", is_flag=True, help="Show every test, passed ones too.")
-    def command(questions, submission, solutions, device, json_path, junit_path, fail_under, memory_limit, time_limit,
-                verbose):
+    def command(questions, submission, solutions, device, require_cuda, json_path, junit_path, fail_under, memory_limit,
+                time_limit, verbose):
         from grader import forkserver
 
         forkserver.boot()  # the workers' fork server imports torch while we import it here
@@ -77,6 +79,8 @@ def _grade_command(name: str) -> click.Command:
             raise click.UsageError("use either --solutions or --submission, not both")
         folder = exercise.solutions() if solutions else submission or exercise.default_submission()
         folder = grading.check_submission(folder)
+        if require_cuda:
+            device = _cuda_required(device, click.get_current_context())
         device = grading.resolve_device(device)
         try:
             result = grading.grade(exercise, selected, folder, device=device, memory_limit=int(memory_limit * 2**30),
@@ -89,11 +93,40 @@ def _grade_command(name: str) -> click.Command:
             report.write_json(result, json_path)
         if junit_path:
             report.write_junit(result, junit_path)
+        if require_cuda:
+            _fail_on_cuda_skips(result)
         if fail_under is not None and result["score"] < fail_under:
             click.echo(f"score {result['score']:g} is below --fail-under {fail_under:g}", err=True)
             sys.exit(EXIT_FAIL_UNDER)
 
     return command
+
+
+def _cuda_required(device: str, ctx: click.Context) -> str:
+    """``--require-cuda``: the device to grade on, ``cuda``; exit 1 with one line when torch sees no GPU.
+
+    Raises:
+        click.UsageError: ``--device cpu`` given with it.
+    """
+    import torch
+
+    if device == "cpu" and ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--require-cuda grades on CUDA: drop --device cpu (or --require-cuda)")
+    if not torch.cuda.is_available():
+        click.echo(f"--require-cuda: no CUDA GPU is visible to torch {torch.__version__} "
+                   f"(CUDA build: {torch.version.cuda or 'none'}); failing instead of grading on the CPU", err=True)
+        sys.exit(EXIT_FAIL_UNDER)
+    return "cuda"
+
+
+def _fail_on_cuda_skips(result: dict) -> None:
+    """``--require-cuda``: exit 1 with one line when a test of ``result`` was skipped for want of CUDA."""
+    skipped = [f"{q['id']} {t['name']}" for q in result["questions"] for t in q["tests"]
+               if t["outcome"] == "skipped" and "cuda" in t["message"].lower()]
+    if skipped:
+        click.echo(f"--require-cuda: {len(skipped)} tests were skipped for want of CUDA ({', '.join(skipped[:3])}"
+                   f"{', ...' if len(skipped) > 3 else ''}): failing", err=True)
+        sys.exit(EXIT_FAIL_UNDER)
 
 
 @main.command("list")
@@ -171,7 +204,7 @@ def nbgrader_command(results_folder, db_url, assignment):
 @click.argument("exercise_set")
 @click.argument("questions", nargs=-1)
 @click.option("--submission-dir", type=click.Path(path_type=Path), default=Path("/autograder/submission"),
-              show_default=True, help="Where Gradescope puts the learner's files.")
+              show_default=True, help="The learner's upload: q*_*.py files, a folder or a zip (or a zip file).")
 @click.option("--results", "results_path", type=click.Path(path_type=Path),
               default=Path("/autograder/results/results.json"), show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
@@ -179,27 +212,52 @@ def nbgrader_command(results_folder, db_url, assignment):
               default="after_due_date", show_default=True, help="Gradescope visibility of hidden-marked tests.")
 @click.option("--memory-limit", type=float, default=4.0, show_default=True)
 def gradescope_command(exercise_set, questions, submission_dir, results_path, device, hidden_visibility, memory_limit):
-    """Run as a Gradescope autograder: grade the submission, write results.json."""
-    import tempfile
-
-    from grader import exports, grading, submissions
-    from grader.batch import malformed_result
+    """Run as a Gradescope autograder: grade the upload, write results.json."""
+    from grader import exports, grading
+    from grader import gradescope as autograder
 
     exercise = exercises.load(exercise_set)
     selected = exercise.select(tuple(questions))
-    entry = submissions.Entry("submission", Path(submission_dir), "folder" if Path(submission_dir).is_dir()
-                              else "zip" if str(submission_dir).endswith(".zip") else "file")
-    with tempfile.TemporaryDirectory(prefix="grade-gradescope-") as scratch:
-        try:
-            folder = submissions.materialize(entry, Path(scratch) / "unpacked")
-        except submissions.MalformedSubmission as error:
-            points = grading.collect_points(exercise)
-            result = malformed_result(exercise.name, [(q.id, q.title) for q in selected], points, str(error))
-        else:
-            result = grading.grade(exercise, selected, folder, device=grading.resolve_device(device),
-                                   memory_limit=int(memory_limit * 2**30))
+    if not Path(submission_dir).exists():
+        raise click.UsageError(f"submission folder {submission_dir} does not exist")
+    device = grading.resolve_device(device)
+    try:
+        result = autograder.grade_upload(exercise, selected, Path(submission_dir), device=device,
+                                         memory_limit=int(memory_limit * 2**30))
+    except Exception as error:  # noqa: BLE001 - a bug in the kit: one line, never a traceback
+        click.echo(f"internal error in the grading kit (not the submission): {type(error).__name__}: {error}",
+                   err=True)
+        sys.exit(EXIT_KIT_BUG)
     exports.write_gradescope(result, results_path, hidden_visibility=hidden_visibility)
     click.echo(f"{result['score']:g}/{result['max_score']:g} points; Gradescope results in {results_path}")
+
+
+@main.command("gradescope-build")
+@click.argument("exercise_set")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("-q", "--question", "questions", multiple=True, help="Grade only these questions (repeatable).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def gradescope_build_command(exercise_set, out, questions, force):
+    """Write the Gradescope autograder zip (setup.sh, run_autograder, the kit) to OUT."""
+    from grader import gradescope as autograder
+
+    exercise = exercises.load(exercise_set)
+    selected = exercise.select(tuple(questions))
+    if Path(out).suffix.lower() != ".zip":
+        raise click.UsageError(f"{out}: the autograder is a zip file; name it *.zip")
+    if Path(out).exists() and not force:
+        raise click.UsageError(f"{out} exists (use --force to replace it)")
+    try:
+        summary = autograder.build_autograder(exercise, selected, Path(out))
+    except Exception as error:  # noqa: BLE001 - a bug in the kit or its install: one line, never a traceback
+        click.echo(f"internal error in the grading kit: {type(error).__name__}: {error}", err=True)
+        sys.exit(EXIT_KIT_BUG)
+    skipped = summary["points"] - summary["cpu_points"]
+    click.echo(f"{out}: Gradescope autograder for {exercise.name} {' '.join(summary['questions'])} "
+               f"({summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB). Set the assignment's autograder "
+               f"points to {summary['cpu_points']:g}" + (f": Gradescope grades on a CPU, where CUDA-only tests "
+                                                          f"({skipped:g} of the {summary['points']:g} points) are "
+                                                          "skipped." if skipped else "."))
 
 
 @main.command("release")

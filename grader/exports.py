@@ -15,40 +15,56 @@ from typing import Any, Iterable
 
 from grader.report import write_atomic, write_json
 
-# Gradescope's documented results format (autograder specifications, "Output format"):
-# the fields this kit writes, as a JSON schema (checked by the kit's tests).
+# Gradescope's documented results format (gradescope-autograders.readthedocs.io, "Autograder
+# Specifications", "Output format") as a JSON schema: every field it lists, nothing else; the kit
+# always writes score, and name, score and max_score per test. Checked by the kit's tests.
 GRADESCOPE_VISIBILITY = ("hidden", "after_due_date", "after_published", "visible")
+_FORMATS = {"enum": ["text", "html", "simple_format", "md", "ansi"]}
 GRADESCOPE_SCHEMA = {
     "type": "object",
     "required": ["score", "tests"],
+    "additionalProperties": False,
     "properties": {
         "score": {"type": "number"},
-        "execution_time": {"type": "number"},
+        "execution_time": {"type": "number", "minimum": 0},
         "output": {"type": "string"},
-        "output_format": {"enum": ["text", "html", "simple_format", "md", "ansi"]},
+        "output_format": _FORMATS,
+        "test_output_format": _FORMATS,
+        "test_name_format": _FORMATS,
         "visibility": {"enum": list(GRADESCOPE_VISIBILITY)},
         "stdout_visibility": {"enum": list(GRADESCOPE_VISIBILITY)},
+        "extra_data": {"type": "object"},
         "tests": {
             "type": "array",
             "items": {
                 "type": "object",
                 "required": ["name", "score", "max_score"],
+                "additionalProperties": False,
                 "properties": {
-                    "name": {"type": "string"},
-                    "name_format": {"enum": ["text", "html", "simple_format", "md", "ansi"]},
-                    "number": {"type": "string"},
                     "score": {"type": "number"},
-                    "max_score": {"type": "number"},
+                    "max_score": {"type": "number", "minimum": 0},
                     "status": {"enum": ["passed", "failed"]},
+                    "name": {"type": "string"},
+                    "name_format": _FORMATS,
+                    "number": {"type": "string"},
                     "output": {"type": "string"},
-                    "output_format": {"enum": ["text", "html", "simple_format", "md", "ansi"]},
+                    "output_format": _FORMATS,
                     "tags": {"type": "array", "items": {"type": "string"}},
                     "visibility": {"enum": list(GRADESCOPE_VISIBILITY)},
+                    "extra_data": {"type": "object"},
                 },
-                "additionalProperties": False,
             },
         },
-        "leaderboard": {"type": "array"},
+        "leaderboard": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "value"],
+                "additionalProperties": False,
+                "properties": {"name": {"type": "string"}, "value": {"type": ["number", "string"]},
+                               "order": {"enum": ["asc", "desc"]}},
+            },
+        },
     },
 }
 
@@ -84,30 +100,41 @@ def write_csv(results: dict[str, dict[str, Any]], path: Path) -> None:
 def gradescope(result: dict[str, Any], *, hidden_visibility: str = "after_due_date") -> dict[str, Any]:
     """Gradescope's ``results.json`` for one result document.
 
-    One Gradescope test per hidden test (``q1 · test_name``) with its points and
-    message; tests marked ``hidden`` in the kit get ``hidden_visibility``.
+    One Gradescope test per hidden test, numbered ``<question>.<test>`` (``1.3``) and named
+    ``q1 · test_name``, with its points, status and message; tests marked ``hidden`` get
+    ``hidden_visibility``. A test skipped on the grading device (CUDA-only on a CPU) is
+    listed as skipped, with its reason and 0 of 0 points: ``score`` is the points graded
+    on this device, the listed maxima add up to ``max_score``, and ``output`` states both
+    that total and the full one.
     """
     tests = []
     for question in result["questions"]:
-        for test in question["tests"]:
+        number = question["id"].removeprefix("q")
+        for index, test in enumerate(question["tests"], 1):
+            entry = {"name": f"{question['id']} · {test['name']}", "number": f"{number}.{index}",
+                     "tags": [question["id"]], "output": test["message"],
+                     "visibility": hidden_visibility if test.get("visibility") == "hidden" else "visible"}
             if test["outcome"] == "skipped":
-                continue
-            tests.append({
-                "name": f"{question['id']} · {test['name']}",
-                "number": question["id"],
-                "score": float(test["points"]),
-                "max_score": float(test["max_points"]),
-                "status": "passed" if test["outcome"] == "passed" else "failed",
-                "output": test["message"],
-                "visibility": hidden_visibility if test.get("visibility") == "hidden" else "visible",
-            })
-    lines = [f"{result['exercise']}: {result['score']:g}/{result['max_score']:g} points"]
+                entry.update(name=f"{entry['name']} (skipped)", score=0.0, max_score=0.0,
+                             output=f"Skipped, not graded: {test['message']}", tags=[question["id"], "skipped"])
+            else:
+                entry.update(score=float(test["points"]), max_score=float(test["max_points"]),
+                             status="passed" if test["outcome"] == "passed" else "failed")
+            tests.append(entry)
+    skipped = [t for q in result["questions"] for t in q["tests"] if t["outcome"] == "skipped"]
+    where = {"cpu": " on the CPU", "cuda": " on a CUDA GPU"}.get(result.get("device", ""), "")
+    lines = [f"{result['exercise']}: {result['score']:g}/{result['max_score']:g} points graded{where}"]
+    full = result.get("full_max_score", result["max_score"] + sum(t["max_points"] for t in skipped))
+    if full != result["max_score"]:
+        reason = f" ({skipped[0]['message']})" if skipped else ""
+        lines.append(f"{full - result['max_score']:g} more points{reason} are not graded here: "
+                     f"the full total is {full:g}.")
     if result.get("error"):
         lines.append(f"Your submission could not be graded: {result['error']}")
     lines += [f"{q['id']} {q['title']}: {q['score']:g}/{q['max_score']:g}" for q in result["questions"]]
     return {
         "score": float(result["score"]),
-        "execution_time": float(result.get("duration_s", 0.0)),
+        "execution_time": round(float(result.get("duration_s", 0.0))),
         "output": "\n".join(lines),
         "stdout_visibility": "hidden",
         "visibility": "visible",
@@ -115,8 +142,8 @@ def gradescope(result: dict[str, Any], *, hidden_visibility: str = "after_due_da
     }
 
 
-def write_gradescope(result: dict[str, Any], path: Path, **options: Any) -> None:
-    write_json(gradescope(result, **options), path)
+def write_gradescope(result: dict[str, Any], path: Path, *, hidden_visibility: str = "after_due_date") -> None:
+    write_json(gradescope(result, hidden_visibility=hidden_visibility), path)
 
 
 def to_nbgrader(results: dict[str, dict[str, Any]], db_url: str, *, assignment: str | None = None,
