@@ -18,6 +18,7 @@ from grader import __version__, exercises
 
 EXIT_FAIL_UNDER = 1
 EXIT_KIT_BUG = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
 class GradeGroup(click.Group):
@@ -147,8 +148,9 @@ def list_sets() -> None:
 @main.command("batch")
 @click.argument("exercise_set")
 @click.argument("submissions", type=click.Path(path_type=Path))
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
-              help="Results folder: <learner>/result.json, feedback.md, junit.xml; grades.csv, report.html.")
+@click.option("--out", "out", type=click.Path(path_type=Path),
+              help="Results folder: <learner>/result.json, feedback.md, junit.xml; grades.csv, canvas.csv, "
+                   "report.html (not needed with --dry-run).")
 @click.option("-q", "--question", "questions", multiple=True, help="Grade only these questions (repeatable).")
 @click.option("-j", "--jobs", type=int, help="Submissions graded in parallel (default: the number of cores).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
@@ -158,27 +160,58 @@ def list_sets() -> None:
 @click.option("--timeout", type=float, default=900.0, show_default=True,
               help="Seconds one submission may take in all before it is given up.")
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT): grade on that cluster.")
+@click.option("--roster", type=click.Path(path_type=Path),
+              help="Class list (CSV: name, id, email...): everyone on it who did not submit gets a not_submitted row.")
+@click.option("--dry-run", is_flag=True, help="List the learners found and what would be graded; grade nothing.")
 @click.option("--nbgrader-db", help="Also put the scores into this nbgrader gradebook (sqlite:///gradebook.db).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def batch_command(exercise_set, submissions, out, questions, jobs, device, force, memory_limit, timeout, scheduler,
-                  nbgrader_db, no_progress):
-    """Grade a folder of submissions (one folder, zip, or nbgrader submitted/<learner>/ per learner)."""
+                  roster, dry_run, nbgrader_db, no_progress):
+    """Grade a class: a folder or a whole-class zip of submissions (folders, zips, Canvas, Moodle, nbgrader)."""
     from grader import batch, exports
+    from grader import roster as rosters
+    from grader import submissions as layouts
 
     exercise = exercises.load(exercise_set)
     exercise.select(tuple(questions))
-    if not Path(submissions).is_dir():
-        raise click.UsageError(f"submissions folder {submissions} does not exist")
     if jobs is not None and jobs < 1:
         raise click.UsageError("-j/--jobs must be at least 1")
-    summary = batch.run_batch(exercise.name, Path(submissions), Path(out), questions=tuple(questions), jobs=jobs,
-                              device=device, force=force, memory_limit=int(memory_limit * 2**30), timeout=timeout,
-                              scheduler=scheduler, progress=not no_progress)
-    if nbgrader_db:
-        exports.to_nbgrader(summary.results, nbgrader_db, assignment=exercise.name)
+    if out is None and not dry_run:
+        raise click.UsageError("missing option --out RESULTS (the folder the results go to)")
+    try:
+        people = rosters.read(roster) if roster else None
+        if dry_run:
+            with layouts.opened(submissions) as folder:
+                lines = batch.dry_run(exercise.name, folder, questions=tuple(questions), people=people)
+            click.echo("\n".join(lines + [f"{sum(not line.startswith(' ') for line in lines)} learners found in "
+                                           f"{submissions}; nothing was graded (--dry-run)"]))
+            return
+        summary = batch.run_batch(exercise.name, Path(submissions), Path(out), questions=tuple(questions), jobs=jobs,
+                                  device=device, force=force, memory_limit=int(memory_limit * 2**30),
+                                  timeout=timeout, scheduler=scheduler, progress=not no_progress, people=people)
+        maxima = exports.to_nbgrader(summary.results, nbgrader_db, assignment=exercise.name) if nbgrader_db else None
+    except KeyboardInterrupt:
+        kept = len(list(Path(out).glob(f"*/{batch.RESULT}"))) if out else 0
+        click.echo(f"interrupted: the {kept} learners graded so far are kept in {out}/; run the same command again "
+                   "to resume (only the others are graded)", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except (FileNotFoundError, rosters.RosterError, layouts.MalformedSubmission) as error:
+        raise click.UsageError(str(error)) from None
+    except click.ClickException:
+        raise
+    except Exception as error:  # noqa: BLE001 - a bug in the kit: one line, never a traceback
+        click.echo(f"internal error in the grading kit: {type(error).__name__}: {str(error).splitlines()[0]}",
+                   err=True)
+        sys.exit(EXIT_KIT_BUG)
+    statuses = [r.get("status", "graded") for r in summary.results.values()]
+    first = next(iter(summary.results.values()), {})
+    skipped = f" ({first['skipped_points']:g} more points need CUDA; full {first['full_max_score']:g})" \
+        if first.get("skipped_points") else ""
     click.echo(f"{len(summary.graded)} graded, {len(summary.skipped)} already graded (unchanged), "
-               f"{len(summary.failed)} could not be graded; {summary.duration_s:.1f} s. "
-               f"Results in {out}/ (grades.csv, report.html)")
+               f"{statuses.count('malformed') + statuses.count('failed')} could not be graded, "
+               f"{statuses.count('not_submitted')} not submitted; out of {first.get('max_score', 0):g} points on "
+               f"{device}{skipped}; {summary.duration_s:.1f} s. Results in {out}/ (grades.csv, canvas.csv, report.html)"
+               + (f"; nbgrader gradebook {nbgrader_db} (out of {maxima.get('max_score', 0):g})" if maxima else ""))
 
 
 @main.command("nbgrader")
@@ -193,11 +226,19 @@ def nbgrader_command(results_folder, db_url, assignment):
 
     results = {}
     for path in sorted(Path(results_folder).glob("*/result.json")):
-        results[path.parent.name] = json.loads(path.read_text())
+        try:
+            results[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise click.UsageError(f"{path} is not a result document ({error}): run `grade batch` again") from None
     if not results:
         raise click.UsageError(f"{results_folder} holds no <learner>/result.json: run `grade batch` first")
-    exports.to_nbgrader(results, db_url, assignment=assignment)
-    click.echo(f"{len(results)} learners written to {db_url}")
+    try:
+        maxima = exports.to_nbgrader(results, db_url, assignment=assignment)
+    except ImportError:
+        raise click.UsageError('nbgrader is not installed: pip install -e ".[nbgrader]"') from None
+    skipped = f"; {maxima['skipped_points']:g} points of CUDA-only tests were not graded " \
+              f"(full {maxima['full_max_score']:g})" if maxima.get("skipped_points") else ""
+    click.echo(f"{len(results)} learners written to {db_url}, out of {maxima.get('max_score', 0):g} points{skipped}")
 
 
 @main.command("gradescope")

@@ -3,13 +3,15 @@
 Needs the optional extra ``pip install -e ".[cluster]"`` here and on every Dask
 worker (the same kit version: each result carries the worker's kit hash and a
 mismatch is refused). The batch process packs each submission (its answer folder
-as zip bytes; malformed entries are settled locally and never shipped), and one
-task per learner runs :func:`grade_packed` on a Dask worker. There a judge
+as zip bytes), and one task per learner runs :func:`grade_packed` on a Dask
+worker (an entry that cannot be graded ships no files: :func:`settle` gives its
+zero result, whose totals need the suites). There a judge
 process (``grader.batch.Judge``, one per Dask worker process, reused across
 tasks) grades it exactly as the local pool does: every submission in its own
 isolated worker process with the per-call time limit and memory cap. Results
 come back as result documents and are written into the same RESULTS layout, as
-each one arrives.
+each one arrives. An unreachable scheduler is a usage error within
+``CONNECT_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Callable
 
 from grader import batch, submissions
 
-_judge: batch.Judge | None = None
+_judge_process: batch.Judge | None = None  # one per Dask worker process
 _lock = threading.Lock()
 
 
@@ -38,13 +40,22 @@ def pack(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler before giving up (a usage error)
+
+
+def _judge() -> batch.Judge:
+    global _judge_process
+    if _judge_process is None:
+        _judge_process = batch.Judge()
+    return _judge_process
+
+
 def grade_packed(learner: str, payload: bytes, options: dict[str, Any], kit: str) -> dict[str, Any]:
     """Run on a Dask worker: unpack ``payload`` and grade it with this process's judge.
 
     Raises:
         RuntimeError: this worker's kit differs from the batch's (``kit`` hash).
     """
-    global _judge
     opts = batch.Options(**options)
     here = submissions.kit_hash(opts.exercise, opts.questions, opts.device)
     if here != kit:
@@ -53,52 +64,67 @@ def grade_packed(learner: str, payload: bytes, options: dict[str, Any], kit: str
     with _lock, tempfile.TemporaryDirectory(prefix="grade-dask-") as scratch:
         archive = Path(scratch) / f"{learner}.zip"
         archive.write_bytes(payload)
-        if _judge is None:
-            _judge = batch.Judge()
         task = batch.Task(submissions.Entry(learner, archive, "zip"), key="", submission_hash="")
-        return batch.grade_entry(_judge, task, opts, Path(scratch) / "unpacked")
+        return batch.grade_entry(_judge(), task, opts, Path(scratch) / "unpacked")
+
+
+def settle(request: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Run on a Dask worker: the result of a ``malformed`` request (its totals need the suites)."""
+    with _lock:
+        return batch.ask(_judge(), request, batch.Options(**options))
+
+
+def connect(scheduler: str):
+    """A ``distributed.Client`` of the scheduler at ``scheduler``.
+
+    Raises:
+        click.UsageError: Dask is not installed, or the scheduler cannot be reached within
+            ``CONNECT_TIMEOUT`` seconds (the message names the address).
+    """
+    import click
+
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - depends on the optional extra
+        raise click.UsageError('--scheduler needs Dask: pip install -e ".[cluster]"') from None
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise click.UsageError(f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT:g} s "
+                               f"({reason[:200]}): is `dask scheduler` running there?") from None
 
 
 def run(tasks: list[batch.Task], options: batch.Options, scheduler: str,
         on_result: Callable[[batch.Task, dict], None]) -> None:
-    """Grade ``tasks`` on the cluster at ``scheduler``, calling ``on_result`` as each finishes."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError:  # pragma: no cover - depends on the optional extra
-        import click
+    """Grade ``tasks`` on the cluster at ``scheduler``, calling ``on_result`` as each finishes.
 
-        raise click.UsageError('--scheduler needs Dask: pip install -e ".[cluster]"') from None
+    Raises:
+        click.UsageError: the scheduler cannot be reached.
+        KeyboardInterrupt: interrupted; the tasks still queued are cancelled.
+    """
+    from distributed import as_completed
+
     kit = submissions.kit_hash(options.exercise, options.questions, options.device)
-    local: list[tuple[batch.Task, dict]] = []
-    with Client(scheduler) as client:
-        futures = {}
-        with tempfile.TemporaryDirectory(prefix="grade-pack-") as scratch:
-            for task in tasks:
-                try:
-                    folder = submissions.materialize(task.entry, Path(scratch) / task.entry.learner)
-                except submissions.MalformedSubmission as error:
-                    local.append((task, str(error)))
-                    continue
-                future = client.submit(grade_packed, task.entry.learner, pack(folder), vars(options), kit,
-                                       key=f"grade-{task.entry.learner}-{task.key[:12]}", pure=False)
-                futures[future] = task
-        if local:
-            # malformed entries: the zero result needs the question points, which one judge task gives
-            for task, reason in local:
-                result = client.submit(_malformed, reason, vars(options), pure=False).result()
+    with connect(scheduler) as client:
+        futures: dict[Any, tuple[batch.Task, list[str]]] = {}
+        try:
+            with tempfile.TemporaryDirectory(prefix="grade-pack-") as scratch:
+                for task in tasks:
+                    request, notes = batch.prepare(task, options, Path(scratch) / task.entry.learner)
+                    if request["op"] == "malformed":
+                        future = client.submit(settle, request, vars(options), pure=False)
+                    else:
+                        future = client.submit(grade_packed, task.entry.learner, pack(Path(request["folder"])),
+                                               vars(options), kit, key=f"grade-{task.entry.learner}-{task.key[:12]}",
+                                               pure=False)
+                    futures[future] = (task, notes)
+            for future in as_completed(futures):
+                task, notes = futures[future]
+                result = future.result()
+                if notes:
+                    result["submission_notes"] = notes
                 on_result(task, result)
-        for future in as_completed(futures):
-            on_result(futures[future], future.result())
-
-
-def _malformed(reason: str, options: dict[str, Any]) -> dict[str, Any]:
-    global _judge
-    opts = batch.Options(**options)
-    with _lock:
-        if _judge is None:
-            _judge = batch.Judge()
-        reply = _judge.ask({"op": "malformed", "exercise": opts.exercise, "questions": list(opts.questions),
-                            "reason": reason}, opts.timeout)
-    if "ok" not in reply:
-        raise RuntimeError(reply.get("error", "malformed result failed"))
-    return reply["ok"]
+        except BaseException:
+            client.cancel(list(futures))
+            raise

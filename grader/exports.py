@@ -1,4 +1,4 @@
-"""Gradebook exports of result documents: CSV, Gradescope ``results.json``, nbgrader gradebook.
+"""Gradebook exports of result documents: CSV, Canvas gradebook CSV, Gradescope ``results.json``, nbgrader.
 
 Each export takes result documents (``grader.scoring.build_result``, plus the
 ``learner`` field a batch adds) and nothing else; files are written atomically.
@@ -78,23 +78,75 @@ def question_ids(results: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(seen, key=lambda q: (len(q), q))
 
 
+IDENTITY = ("learner", "lms_id", "late", "learner_folder")  # who, from the result (see grader.submissions.Entry)
+ROSTER = ("sis_user_id", "sis_login_id", "email", "section")  # from --roster, when it has them
+TOTALS = ("total", "max_score", "full_max_score", "skipped_points", "status", "error")
+
+
+def _rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(results folder, result)`` sorted by the learner's name, then folder."""
+    return sorted(results.items(), key=lambda item: (str(item[1].get("learner", item[0])).casefold(), item[0]))
+
+
 def grades_csv(results: dict[str, dict[str, Any]]) -> str:
-    """One row per learner: ``learner, <question ids>..., total, max_score, status, error``."""
+    """One row per learner.
+
+    Columns: ``learner`` (the name as submitted, or the roster's), ``lms_id``, ``late``,
+    ``learner_folder`` (``RESULTS/<folder>/``), the roster's ``sis_user_id, sis_login_id,
+    email, section`` when any learner has them, one per question, then ``total``,
+    ``max_score`` (graded on this device), ``full_max_score``, ``skipped_points``,
+    ``status`` (``graded``, ``malformed``, ``not_submitted``, ``failed``) and ``error``.
+    """
     ids = question_ids(results.values())
+    extra = [c for c in ROSTER if any(r.get(c) for r in results.values())]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["learner", *ids, "total", "max_score", "status", "error"])
-    for learner in sorted(results):
-        result = results[learner]
+    writer.writerow([*IDENTITY, *extra, *ids, *TOTALS])
+    for folder, result in _rows(results):
         scores = {q["id"]: q["score"] for q in result["questions"]}
-        writer.writerow([learner, *(f"{scores[i]:g}" if i in scores else "" for i in ids),
-                         f"{result['score']:g}", f"{result['max_score']:g}", result.get("status", "graded"),
-                         (result.get("error") or "").splitlines()[0] if result.get("error") else ""])
+        error = (result.get("error") or "").splitlines()
+        writer.writerow([result.get("learner", folder), result.get("lms_id", ""), "yes" if result.get("late") else "",
+                         result.get("learner_folder", folder), *(result.get(c, "") for c in extra),
+                         *(f"{scores[i]:g}" if i in scores else "" for i in ids),
+                         f"{result['score']:g}", f"{result['max_score']:g}",
+                         f"{result.get('full_max_score', result['max_score']):g}",
+                         f"{result.get('skipped_points', 0):g}", result.get("status", "graded"),
+                         error[0] if error else ""])
     return buffer.getvalue()
 
 
 def write_csv(results: dict[str, dict[str, Any]], path: Path) -> None:
     write_atomic(path, grades_csv(results))
+
+
+CANVAS_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
+
+
+def canvas_csv(results: dict[str, dict[str, Any]], *, assignment: str) -> str:
+    """The CSV that Canvas's Gradebook import takes (Grades → Import).
+
+    Canvas's own gradebook export format: ``Student, ID, SIS User ID, SIS Login ID,
+    Section``, then one column per assignment, and a ``Points Possible`` row first
+    (the maximum graded on this device). ``ID`` is the Canvas user id (from the
+    Canvas file names, or the roster). A learner who did not submit gets an empty
+    cell, which Canvas leaves unchanged; one whose submission could not be graded gets 0.
+    To fill an existing Canvas assignment, name the column as Canvas does:
+    ``Name (assignment id)``.
+    """
+    top = max((r["max_score"] for r in results.values()), default=0.0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*CANVAS_COLUMNS, assignment])
+    writer.writerow(["Points Possible", "", "", "", "", f"{top:g}"])
+    for folder, result in _rows(results):
+        score = "" if result.get("status") == "not_submitted" else f"{result['score']:g}"
+        writer.writerow([result.get("learner", folder), result.get("lms_id", ""), result.get("sis_user_id", ""),
+                         result.get("sis_login_id", ""), result.get("section", ""), score])
+    return buffer.getvalue()
+
+
+def write_canvas_csv(results: dict[str, dict[str, Any]], path: Path, *, assignment: str) -> None:
+    write_atomic(path, canvas_csv(results, assignment=assignment))
 
 
 def gradescope(result: dict[str, Any], *, hidden_visibility: str = "after_due_date") -> dict[str, Any]:
@@ -147,18 +199,24 @@ def write_gradescope(result: dict[str, Any], path: Path, *, hidden_visibility: s
 
 
 def to_nbgrader(results: dict[str, dict[str, Any]], db_url: str, *, assignment: str | None = None,
-                notebook: str | None = None) -> None:
+                notebook: str | None = None) -> dict[str, float]:
     """Put the scores into an nbgrader gradebook through nbgrader's ``Gradebook`` API.
 
     The assignment (default: the exercise set) gets one notebook (default: the set's
     name) with one autograded grade cell per question (``q1`` ...) worth the
-    question's points; each learner becomes a student with a submission whose
-    ``auto_score`` per question is the kit's score.
+    question's points graded on this device (``max_score``: CUDA-only tests skipped on
+    a CPU are not in it, as in every other output); each learner becomes a student
+    (``id``: the results folder; first name: the learner's name) with a submission
+    whose ``auto_score`` per question is the kit's score. A learner who did not submit
+    gets no submission (nbgrader lists them as missing).
+
+    Returns:
+        ``{"max_score", "full_max_score", "skipped_points"}`` of the assignment, to report.
     """
     from nbgrader.api import Gradebook
 
     if not results:
-        return
+        return {}
     # nbgrader runs its database migrations with the `alembic` script installed beside this Python
     scripts = str(Path(sys.executable).parent)
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
@@ -166,20 +224,29 @@ def to_nbgrader(results: dict[str, dict[str, Any]], db_url: str, *, assignment: 
     first = next(iter(results.values()))
     assignment = assignment or first["exercise"]
     notebook = notebook or first["exercise"]
-    maxima: dict[str, float] = {}
+    maxima: dict[str, tuple[float, float]] = {}
     for result in results.values():
         for question in result["questions"]:
-            maxima[question["id"]] = max(maxima.get(question["id"], 0.0), float(question["max_score"]))
+            graded, full = maxima.get(question["id"], (0.0, 0.0))
+            maxima[question["id"]] = (max(graded, float(question["max_score"])),
+                                      max(full, float(question.get("full_max_score", question["max_score"]))))
     with Gradebook(db_url) as gradebook:
         gradebook.update_or_create_assignment(assignment)
         gradebook.update_or_create_notebook(notebook, assignment)
-        for qid, points in maxima.items():
+        for qid, (points, _) in maxima.items():
             gradebook.update_or_create_grade_cell(qid, notebook, assignment, max_score=points, cell_type="code")
         for learner, result in sorted(results.items()):
-            gradebook.update_or_create_student(learner)
+            gradebook.update_or_create_student(learner, first_name=str(result.get("learner", learner)),
+                                               email=result.get("email") or None,
+                                               lms_user_id=result.get("lms_id") or None)
+            if result.get("status") == "not_submitted":
+                continue
             gradebook.update_or_create_submission(assignment, learner)
             for question in result["questions"]:
                 grade = gradebook.find_grade(question["id"], notebook, assignment, learner)
                 grade.auto_score = float(question["score"])
                 grade.needs_manual_grade = False
             gradebook.db.commit()
+    graded = round(sum(g for g, _ in maxima.values()), 4)
+    full = round(sum(f for _, f in maxima.values()), 4)
+    return {"max_score": graded, "full_max_score": full, "skipped_points": round(full - graded, 4)}

@@ -8,6 +8,7 @@ so its fork server imports torch while this process imports pytest and the suite
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import time
@@ -105,13 +106,27 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     )
 
 
-def collect_points(exercise: ExerciseSet) -> dict[str, float]:
-    """Points per question, from the ``points`` markers of the collected hidden tests."""
+def collect_points(exercise: ExerciseSet, device: str | None = None) -> dict[str, float]:
+    """Points per question, from the ``points`` markers of the collected hidden tests.
+
+    Args:
+        device: ``None`` for all the points (the full maximum); ``cpu`` or ``cuda`` for
+            the points graded there: tests marked ``cuda`` are skipped on a CPU
+            (``grader.plugin``) and count toward neither score nor maximum.
+    """
+    points = _collected_points(exercise)
+    return {qid: round(full - (cuda if device is not None and device != "cuda" else 0.0), 4)
+            for qid, (full, cuda) in points.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _collected_points(exercise: ExerciseSet) -> dict[str, tuple[float, float]]:
+    """``{question: (all points, points of tests marked cuda)}``; collected once per process."""
     import pytest
 
     from grader.plugin import MARKERS, points_of, question_of, use_grading_profile
 
-    totals: dict[str, float] = {}
+    totals: dict[str, tuple[float, float]] = {}
 
     class Collector:
         def pytest_configure(self, config):
@@ -121,7 +136,9 @@ def collect_points(exercise: ExerciseSet) -> dict[str, float]:
 
         def pytest_collection_finish(self, session):
             for item in session.items:
-                totals[question_of(item)] = totals.get(question_of(item), 0.0) + points_of(item)
+                full, cuda = totals.get(question_of(item), (0.0, 0.0))
+                points = points_of(item)
+                totals[question_of(item)] = (full + points, cuda + (points if item.get_closest_marker("cuda") else 0.0))
 
     with contextlib.redirect_stdout(io.StringIO()):
         pytest.main([str(q.suite) for q in exercise.questions] + [

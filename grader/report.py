@@ -19,22 +19,53 @@ from rich.markup import escape
 from rich.table import Table
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+def _umask() -> int:
+    """The process's umask, read without changing it (``/proc``; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` via a temporary file in the same folder and a rename.
+
+    The file gets the mode any new file would (``0o666`` less the umask), not the
+    ``0o600`` of a temporary file, so that others the user shares with can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    try:
+        os.fchmod(handle, 0o666 & ~_umask())
+        with os.fdopen(handle, "wb" if isinstance(content, bytes) else "w",
+                       **({} if isinstance(content, bytes) else {"encoding": "utf-8"})) as stream:
+            stream.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
     write_atomic(path, json.dumps(result, indent=2) + "\n")
 
 
+POINT_FIELDS = ("score", "max_score", "full_max_score", "skipped_points")
+
+
 def write_junit(result: dict[str, Any], path: Path) -> None:
-    """JUnit XML: one test suite per question, one test case per hidden test."""
+    """JUnit XML: one test suite per question, one test case per hidden test.
+
+    A test skipped on this device (CUDA-only on a CPU) is ``<skipped>`` with its reason;
+    each suite carries the question's ``score``, ``max_score`` (graded here),
+    ``full_max_score`` and ``skipped_points`` as properties.
+    """
     from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
     xml = JUnitXml(name=result["exercise"])
@@ -49,8 +80,13 @@ def write_junit(result: dict[str, Any], path: Path) -> None:
                 entry.text = test["message"]
                 case.result = [entry]
             suite.add_testcase(case)
+        for name in POINT_FIELDS:
+            if name in question:
+                suite.add_property(name, f"{question[name]:g}")
         xml.add_testsuite(suite)
-    write_atomic(path, xml.tostring().decode() if isinstance(xml.tostring(), bytes) else xml.tostring())
+    xml.update_statistics()
+    text = xml.tostring()
+    write_atomic(path, text.decode() if isinstance(text, bytes) else text)
 
 
 def _mark(score: float, max_score: float) -> str:

@@ -1,31 +1,51 @@
-"""Finding the learners' submissions in a batch folder, unpacking them, hashing them.
+"""Finding the learners' submissions in a batch folder (or a whole-class zip), unpacking them, hashing them.
 
-A batch folder holds one entry per learner, named by the learner's id:
+The layouts recognised, mixed freely in one folder:
 
-- a folder (``alice/q1_positional_encoding.py``, or nested: ``alice/ex4/q1_*.py``),
-- a ``.zip`` archive (``bob.zip``, any nesting inside),
-- the nbgrader layout ``submitted/<learner>/<set>/``.
+- **Canvas** "Download Submissions": flat files ``<name>_[late_]<user id>_<submission id>_<file>``,
+  where ``<file>`` may carry Canvas's resubmission suffix (``q1_positional_encoding-1.py``);
+  one learner per user id, their files (or a zip among them) graded together.
+- **Moodle** "Download all submissions": a folder per learner,
+  ``<Full Name>_<participant id>_assignsubmission_file_/``, holding the files or a zip
+  (``_assignsubmission_onlinetext_`` folders are ignored).
+- **nbgrader**: ``submitted/<learner>/<assignment>/``.
+- **plain**: a folder or a ``.zip`` per learner, named by the learner (``alice/``, ``bob.zip``,
+  ``José Ñúñez (late)/``; a trailing ``(late)`` is the late flag).
 
+Each learner becomes an :class:`Entry` with the original name, the LMS id, the
+late flag and a file-system-safe ``learner`` key (the results folder's name).
 Nothing here imports torch or runs learner code: entries are only listed, hashed
 and unpacked (safely: no paths outside the target, bounded size). An entry that
-cannot be graded (an empty folder, a broken zip, a file that is neither) is still
-listed, with the reason, so that it gets a result of 0 points that says why.
+cannot be graded (an empty folder, a broken zip, two learners with one id) is
+still listed, with the reason, so that it gets a result of 0 points that says why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
+import tempfile
+import unicodedata
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 from grader.exercises import KIT_ROOT, SUITES
 
-MAX_UNPACKED_BYTES = 50 * 2**20  # a zip that unpacks to more than this is refused (a zip bomb)
+MAX_UNPACKED_BYTES = 50 * 2**20  # a learner's zip that unpacks to more than this is refused (a zip bomb)
 MAX_MEMBERS = 2000
+MAX_CLASS_BYTES = 4 * 2**30  # a whole-class zip
+MAX_CLASS_MEMBERS = 200_000
 _LEARNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+CANVAS = re.compile(r"^(?P<name>[^_/]+?)_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<submission>\d+)_(?P<file>.+)$",
+                    re.IGNORECASE)
+CANVAS_COPY = re.compile(r"^(?P<stem>.+?)-(?P<copy>\d+)(?P<suffix>\.[A-Za-z0-9]+)$")  # q1_pe-2.py: 2nd resubmission
+MOODLE = re.compile(r"^(?P<name>.+)_(?P<id>\d+)_assignsubmission_(?P<plugin>[a-z]+)_?$")
+LATE = re.compile(r"^(?P<name>.+?)[\s_-]*\(late\)$", re.IGNORECASE)
+IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 class MalformedSubmission(ValueError):
@@ -34,28 +54,99 @@ class MalformedSubmission(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One learner's entry: ``learner`` id, ``path`` (folder or zip), ``kind`` (``folder``/``zip``/``file``)."""
+    """One learner's entry.
+
+    Attributes:
+        learner: file-system-safe key, the name of the learner's results folder.
+        path: the folder or zip (for Canvas flat files, the folder holding them).
+        kind: ``folder``, ``zip``, ``files`` (Canvas flat files) or ``file`` (nothing gradable).
+        name: the learner's name as the LMS gives it (``José Ñúñez``; the key when empty).
+        lms_id: the LMS's id of the learner (Canvas user id, Moodle participant id, nbgrader student id).
+        late: the LMS marked the submission late.
+        lms: ``canvas``, ``moodle``, ``nbgrader`` or ``plain``.
+        files: for ``files``: ``(name graded as, source file)`` pairs.
+        notes: what was set aside (an older copy, a file matching no question), shown to the learner.
+        problem: why the entry cannot be graded at all (e.g. two learners with one id); empty when it can.
+    """
 
     learner: str
     path: Path
     kind: str
+    name: str = ""
+    lms_id: str = ""
+    late: bool = False
+    lms: str = "plain"
+    files: tuple[tuple[str, Path], ...] = ()
+    notes: tuple[str, ...] = ()
+    problem: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.learner
+
+    def identity(self) -> dict[str, object]:
+        """The fields a result document carries about who submitted (see ``grader.batch``)."""
+        return {"learner": self.display_name, "learner_folder": self.learner, "lms": self.lms,
+                "lms_id": self.lms_id, "late": self.late}
+
+
+def slug(name: str) -> str:
+    """``José Ñúñez`` → ``Jose_Nunez``: ASCII letters, digits and ``_.@+-`` only."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.@+-]", "_", ascii_name)).strip("._-")[:100]
 
 
 def learner_id(name: str) -> str:
-    """A file-system-safe learner id from an entry's name (``bob.zip`` → ``bob``)."""
+    """A file-system-safe learner key from an entry's name (``bob.zip`` → ``bob``).
+
+    A name that is not already safe keeps a readable transliteration plus a hash of
+    the original, so that two names never share a key (``José`` and ``Jose``).
+    """
     stem = name[:-4] if name.lower().endswith(".zip") else name
     if _LEARNER.match(stem):
         return stem
-    safe = re.sub(r"[^A-Za-z0-9_.@+-]", "_", stem).lstrip("._-") or "learner"
-    return f"{safe[:100]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
+    return f"{slug(stem) or 'learner'}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
 
 
+# ----------------------------------------------------------------------------- the class: a folder or a zip
+@contextlib.contextmanager
+def opened(source: Path) -> Iterator[Path]:
+    """The batch folder of ``source``: itself, or a whole-class zip unpacked into a temporary folder.
+
+    A zip whose only top-level entry is a folder without answer files
+    (``submissions/``) is entered. The folder is removed on exit.
+
+    Raises:
+        FileNotFoundError: ``source`` is neither a folder nor a zip file.
+        MalformedSubmission: the class zip cannot be read (the message says why).
+    """
+    source = Path(source)
+    if source.is_dir():
+        yield source
+        return
+    if not (source.is_file() and zipfile.is_zipfile(source)):
+        what = "is not a zip archive" if source.is_file() else "does not exist"
+        raise FileNotFoundError(f"{source} {what}: give a folder of submissions or a whole-class .zip")
+    with tempfile.TemporaryDirectory(prefix="grade-class-") as scratch:
+        root = Path(scratch)
+        _unzip(source, root, max_members=MAX_CLASS_MEMBERS, max_bytes=MAX_CLASS_BYTES)
+        children = [p for p in root.iterdir() if p.name not in IGNORED]
+        while (len(children) == 1 and children[0].is_dir() and children[0].name != "submitted"
+               and not any(children[0].glob("q*.py")) and not MOODLE.match(children[0].name)):
+            root = children[0]
+            children = [p for p in root.iterdir() if p.name not in IGNORED]
+        yield root
+
+
+# ----------------------------------------------------------------------------- discovery
 def discover(root: Path, exercise: str) -> list[Entry]:
-    """The entries of the batch folder ``root``, sorted by learner id.
+    """The learners' entries in the batch folder ``root``, sorted by key.
 
     The nbgrader layout is recognised by a ``submitted/`` folder: each
     ``submitted/<learner>/<exercise>/`` (or ``submitted/<learner>/`` when that
-    learner has no such folder) is an entry.
+    learner has no such folder) is an entry. Otherwise every Canvas flat file,
+    Moodle folder, plain folder or zip of ``root`` is sorted into its learner.
+    Hidden names and names starting with ``_`` are skipped.
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
@@ -64,26 +155,98 @@ def discover(root: Path, exercise: str) -> list[Entry]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     nbgrader = root / "submitted"
-    entries: dict[str, Entry] = {}
     if nbgrader.is_dir():
+        entries = []
         for learner in sorted(nbgrader.iterdir()):
-            if learner.name.startswith("."):
+            if learner.name.startswith((".", "_")):
                 continue
             folder = learner / exercise if (learner / exercise).is_dir() else learner
-            entries[learner_id(learner.name)] = Entry(learner_id(learner.name), folder,
-                                                      "folder" if folder.is_dir() else "file")
-        return sorted(entries.values(), key=lambda e: e.learner)
+            entries.append(Entry(learner_id(learner.name), folder, "folder" if folder.is_dir() else "file",
+                                 name=learner.name, lms_id=learner.name, lms="nbgrader"))
+        return _unique_keys(entries)
+    canvas: dict[str, list[tuple[re.Match, Path]]] = {}
+    entries = []
     for path in sorted(root.iterdir()):
-        if path.name.startswith(".") or path.name.startswith("_"):
+        if path.name.startswith((".", "_")) or path.name in IGNORED:
             continue
-        kind = "folder" if path.is_dir() else "zip" if path.suffix.lower() == ".zip" else "file"
-        learner = learner_id(path.name)
-        if learner in entries:  # alice/ and alice.zip: keep the folder, note the clash in its id
-            learner = f"{learner}-{kind}"
-        entries[learner] = Entry(learner, path, kind)
-    return sorted(entries.values(), key=lambda e: e.learner)
+        if path.is_file() and (match := CANVAS.match(path.name)):
+            canvas.setdefault(match["id"], []).append((match, path))
+        elif path.is_dir() and (match := MOODLE.match(path.name)):
+            if match["plugin"] == "file":
+                entries.append(Entry(f"{slug(match['name']) or 'learner'}_{match['id']}", path, "folder",
+                                     name=match["name"], lms_id=match["id"], lms="moodle"))
+        else:
+            kind = "folder" if path.is_dir() else "zip" if path.suffix.lower() == ".zip" else "file"
+            stem = path.name[:-4] if kind == "zip" else path.name
+            late = LATE.match(stem)
+            name = late["name"] if late else stem
+            entries.append(Entry(learner_id(name), path, kind, name=name, lms_id="", late=bool(late)))
+    for user_id, files in sorted(canvas.items()):
+        entries.extend(_canvas_learners(root, user_id, files))
+    return _unique_keys(_flag_shared_ids(entries))
 
 
+def _canvas_learners(root: Path, user_id: str, files: list[tuple[re.Match, Path]]) -> list[Entry]:
+    """The Canvas learner(s) of one user id; several names under one id each get the problem."""
+    by_name: dict[str, list[tuple[re.Match, Path]]] = {}
+    for match, path in files:
+        by_name.setdefault(match["name"], []).append((match, path))
+    learners = []
+    for name, own in sorted(by_name.items()):
+        chosen: dict[str, tuple[int, Path]] = {}
+        notes = []
+        for match, path in own:
+            original = match["file"]
+            copy = CANVAS_COPY.match(original)
+            target, number = (copy["stem"] + copy["suffix"], int(copy["copy"])) if copy else (original, 0)
+            previous = chosen.get(target)
+            if previous is None or number > previous[0]:
+                if previous is not None:
+                    notes.append(f"{previous[1].name} is an older copy of {target}: graded {path.name}")
+                chosen[target] = (number, path)
+            else:
+                notes.append(f"{path.name} is an older copy of {target}: graded {previous[1].name}")
+        learners.append(Entry(f"{slug(name) or 'learner'}_{user_id}", root, "files", name=name, lms_id=user_id,
+                              late=any(m["late"] for m, _ in own), lms="canvas",
+                              files=tuple(sorted((t, p) for t, (_, p) in chosen.items())), notes=tuple(notes)))
+    return learners
+
+
+def _flag_shared_ids(entries: list[Entry]) -> list[Entry]:
+    """Entries that claim one learner (one LMS id, or one plain name) get a problem naming the others."""
+    claims: dict[tuple[str, str], list[Entry]] = {}
+    for entry in entries:
+        claims.setdefault((entry.lms, entry.lms_id or entry.display_name), []).append(entry)
+    flagged = []
+    for entry in entries:
+        rivals = claims[(entry.lms, entry.lms_id or entry.display_name)]
+        if len(rivals) > 1:
+            names = ", ".join(sorted(_source_name(e) for e in rivals))
+            what = f"{entry.lms} id {entry.lms_id}" if entry.lms_id else f"name {entry.display_name!r}"
+            entry = replace(entry, problem=f"{len(rivals)} submissions claim the {what} ({names}): "
+                                           "keep one, or rename the others, and grade again")
+        flagged.append(entry)
+    return flagged
+
+
+def _source_name(entry: Entry) -> str:
+    if entry.kind == "files":
+        return ", ".join(p.name for _, p in entry.files)
+    return entry.path.name
+
+
+def _unique_keys(entries: list[Entry]) -> list[Entry]:
+    """Sorted by key; a key taken twice gets ``-2``, ``-3``... in order of the source names."""
+    seen: dict[str, int] = {}
+    unique = []
+    for entry in sorted(entries, key=lambda e: (e.learner.lower(), _source_name(e))):
+        count = seen.get(entry.learner.lower(), 0) + 1
+        seen[entry.learner.lower()] = count
+        unique.append(entry if count == 1 else replace(entry, learner=f"{entry.learner}-{count}"))
+    return sorted(unique, key=lambda e: e.learner)
+
+
+# ----------------------------------------------------------------------------- hashes
 def _digest_files(root: Path, digest) -> None:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         relative = path.relative_to(root)
@@ -94,9 +257,12 @@ def _digest_files(root: Path, digest) -> None:
 
 
 def entry_hash(entry: Entry) -> str:
-    """A hash of the entry's content (file names and bytes; a zip's bytes)."""
-    digest = hashlib.sha256(entry.kind.encode())
-    if entry.path.is_dir():
+    """A hash of the entry's content (file names and bytes; a zip's bytes) and of any problem found."""
+    digest = hashlib.sha256(f"{entry.kind}\0{entry.problem}".encode())
+    if entry.kind == "files":
+        for target, path in entry.files:
+            digest.update(target.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    elif entry.path.is_dir():
         _digest_files(entry.path, digest)
     elif entry.path.is_file():
         digest.update(entry.path.read_bytes())
@@ -112,6 +278,7 @@ def kit_hash(exercise: str, questions: tuple[str, ...] = (), device: str = "cpu"
     return digest.hexdigest()
 
 
+# ----------------------------------------------------------------------------- unpacking
 def _answer_folder(root: Path) -> Path | None:
     """The shallowest folder under ``root`` holding ``q*.py`` files (``__MACOSX`` and hidden ones skipped)."""
     candidates = [
@@ -131,14 +298,15 @@ def _describe_contents(root: Path) -> str:
     return f"it holds {shown}"
 
 
-def _unzip(archive: Path, target: Path) -> None:
+def _unzip(archive: Path, target: Path, *, max_members: int = MAX_MEMBERS, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
+    """Unpack ``archive`` into ``target``: no absolute paths, no ``..``, no symlinks, bounded size."""
     try:
         with zipfile.ZipFile(archive) as handle:
             members = handle.infolist()
-            if len(members) > MAX_MEMBERS:
-                raise MalformedSubmission(f"{archive.name} holds {len(members)} files (at most {MAX_MEMBERS})")
-            if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
-                raise MalformedSubmission(f"{archive.name} unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB")
+            if len(members) > max_members:
+                raise MalformedSubmission(f"{archive.name} holds {len(members)} files (at most {max_members})")
+            if sum(m.file_size for m in members) > max_bytes:
+                raise MalformedSubmission(f"{archive.name} unpacks to more than {max_bytes >> 20} MiB")
             for member in members:
                 name = Path(member.filename)
                 if member.is_dir() or member.filename.endswith("/"):
@@ -149,31 +317,49 @@ def _unzip(archive: Path, target: Path) -> None:
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 with handle.open(member) as source, open(destination, "wb") as sink:
                     shutil.copyfileobj(source, sink)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as error:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError,
+            ValueError) as error:
+        if isinstance(error, MalformedSubmission):
+            raise
         raise MalformedSubmission(f"{archive.name} is not a readable zip archive ({error})") from None
 
 
+def _stage(entry: Entry, scratch: Path) -> Path:
+    """Where the entry's files can be read: the folder itself, or ``scratch`` with them copied or unpacked."""
+    if entry.kind == "folder" and (_answer_folder(entry.path) or not list(entry.path.glob("*.zip"))):
+        return entry.path
+    scratch.mkdir(parents=True, exist_ok=True)
+    if entry.kind == "zip":
+        _unzip(entry.path, scratch)
+        return scratch
+    sources = entry.files if entry.kind == "files" else [(p.name, p) for p in sorted(entry.path.iterdir())
+                                                          if p.is_file()]
+    for target, path in sources:  # a Moodle folder or Canvas upload holding a zip: unpack it beside the rest
+        if path.suffix.lower() == ".zip":
+            _unzip(path, scratch / Path(target).stem)
+        else:
+            shutil.copyfile(path, scratch / target)
+    return scratch
+
+
 def materialize(entry: Entry, scratch: Path) -> Path:
-    """The folder with the entry's ``q*.py`` files, unpacking a zip into ``scratch`` first.
+    """The folder with the entry's ``q*.py`` files, copying or unpacking into ``scratch`` first when needed.
 
     Raises:
         MalformedSubmission: nothing gradable in the entry; the message says why.
     """
+    if entry.problem:
+        raise MalformedSubmission(entry.problem)
     if entry.kind == "file":
         raise MalformedSubmission(
             f"{entry.path.name} is neither a folder nor a .zip archive: hand in a folder (or a zip) "
             "holding your q*_*.py files"
         )
-    source = entry.path
-    if entry.kind == "zip":
-        scratch.mkdir(parents=True, exist_ok=True)
-        _unzip(entry.path, scratch)
-        source = scratch
+    source = _stage(entry, scratch)
     folder = _answer_folder(source)
     if folder is None:
-        raise MalformedSubmission(
-            f"no q*_*.py answer files found in {entry.path.name}: {_describe_contents(source)}"
-        )
+        shown = ", ".join(p.name for _, p in entry.files) if entry.kind == "files" else entry.path.name
+        raise MalformedSubmission(f"no q*_*.py answer files found in {shown}: {_describe_contents(source)}")
     problems = []
     for path in sorted(folder.glob("q*.py")):
         try:
@@ -183,3 +369,34 @@ def materialize(entry: Entry, scratch: Path) -> Path:
     if problems and len(problems) == len(list(folder.glob("q*.py"))):
         raise MalformedSubmission("none of the answer files is valid Python: " + "; ".join(problems[:3]))
     return folder
+
+
+@dataclass
+class Plan:
+    """What will be graded for one entry: ``questions`` maps a question id to the file graded for it."""
+
+    questions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_files(entry: Entry, folder: Path, modules: dict[str, str]) -> Plan:
+    """Which answer files of ``folder`` (from :func:`materialize`) map to which question.
+
+    ``modules`` maps a question id to its module (``q1`` → ``q1_positional_encoding``).
+    A ``q*.py`` file (or, for Canvas, any uploaded file) that is no question's
+    module is noted, as are the entry's own notes (older copies).
+    """
+    by_module = {module: qid for qid, module in modules.items()}
+    result = Plan(notes=list(entry.notes))
+    origin = {target: path.name for target, path in entry.files}
+    unmatched = [path.name for target, path in entry.files  # Canvas: every upload should be an answer
+                 if Path(target).stem not in by_module and path.suffix.lower() != ".zip"]
+    for path in sorted(folder.glob("*.py")):
+        qid = by_module.get(path.stem)
+        if qid is not None:
+            result.questions[qid] = origin.get(path.name, path.name)
+        elif path.name.startswith("q") and path.name not in origin:
+            unmatched.append(path.name)
+    example = next(iter(modules.values()), "q1_topic")
+    result.notes += [f"{name} matches no question (answer files are named like {example}.py)" for name in unmatched]
+    return result
