@@ -8,6 +8,7 @@ the suites. Usage errors exit 2 with a one-line message; a finished grade exits
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,59 @@ class GradeGroup(click.Group):
             )
         return super().resolve_command(ctx, args)
 
+    def main(self, *args, **kwargs):
+        """Click's main, with every usage error on one line: ``Error: <what is wrong and how to fix it>``."""
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as error:
+            click.echo(f"Error: {error.format_message()}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context):
+        """Run the command; whatever escapes it becomes one line and an exit code, never a traceback.
+
+        Ctrl-C exits 130 ("interrupted"); any other exception is a bug in the kit: exit 3,
+        one line (``GRADE_TRACEBACK=1`` shows the traceback, for the kit's developers).
+        """
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as error:  # noqa: BLE001 - a bug in the kit: one line, never a traceback
+            if os.environ.get("GRADE_TRACEBACK"):
+                raise
+            click.echo(f"internal error in the grading kit (not your code): {type(error).__name__}: {error}", err=True)
+            sys.exit(EXIT_KIT_BUG)
+
+
+def writable_file(path: Path | None, option: str) -> Path | None:
+    """``path`` if a file can be written there (its folder is created when missing).
+
+    Raises:
+        click.UsageError: ``path`` is a folder, or its folder cannot be created or written.
+    """
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise click.UsageError(f"{option} {path} is a folder: give a file name, e.g. {path / 'result.json'}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.UsageError(f"{option} {path}: cannot create its folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"{option} {path}: the folder {folder} is not writable")
+    return path
+
 
 @click.group(cls=GradeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="grade")
@@ -69,6 +123,8 @@ def _grade_command(name: str) -> click.Command:
     @click.option("-v", "--verbose", is_flag=True, help="Show every test, passed ones too.")
     def command(questions, submission, solutions, device, require_cuda, json_path, junit_path, fail_under, memory_limit,
                 time_limit, verbose):
+        json_path = writable_file(json_path, "--json")
+        junit_path = writable_file(junit_path, "--junit")
         from grader import forkserver
 
         forkserver.boot()  # the workers' fork server imports torch while we import it here
@@ -83,12 +139,8 @@ def _grade_command(name: str) -> click.Command:
         if require_cuda:
             device = _cuda_required(device, click.get_current_context())
         device = grading.resolve_device(device)
-        try:
-            result = grading.grade(exercise, selected, folder, device=device, memory_limit=int(memory_limit * 2**30),
-                                   time_limit=time_limit)
-        except Exception as error:  # noqa: BLE001 - a bug in the kit: one line, never a traceback
-            click.echo(f"internal error in the grading kit (not your code): {type(error).__name__}: {error}", err=True)
-            sys.exit(EXIT_KIT_BUG)
+        result = grading.grade(exercise, selected, folder, device=device, memory_limit=int(memory_limit * 2**30),
+                               time_limit=time_limit)
         report.render(result, Console(highlight=False), verbose=verbose)
         if json_path:
             report.write_json(result, json_path)
@@ -307,13 +359,19 @@ def gradescope_build_command(exercise_set, out, questions, force):
 @click.option("-q", "--question", "questions", multiple=True, help="Release only these questions (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def release_command(exercise_set, out, questions, force):
-    """Write the learner bundle: stubs, public tests with recorded expected outputs, the grader."""
+    """Write the learner bundle: stubs from the solutions, public tests with stored expected values, the grader."""
     from grader import release
 
     exercise = exercises.load(exercise_set)
-    if Path(out).exists() and any(Path(out).iterdir()) and not force:
-        raise click.UsageError(f"{out} exists and is not empty (use --force to replace it)")
-    manifest = release.build(exercise, Path(out), tuple(questions))
-    click.echo(f"learner bundle in {out}: {manifest['public_tests']} public tests "
-               f"({manifest['public_points']:g} points); hidden tests worth {manifest['hidden_points_total']:g} "
-               "points stay with the instructor")
+    try:
+        manifest = release.build(exercise, Path(out), tuple(questions), force=force)
+    except click.UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a bug in the kit or a suite: one line, never a traceback
+        click.echo(f"internal error in the grading kit: release failed, nothing written to {out}: "
+                   f"{type(error).__name__}: {error}".splitlines()[0], err=True)
+        sys.exit(EXIT_KIT_BUG)
+    withheld = "".join(f"; {qid} not released ({why})" for qid, why in manifest["withheld"].items())
+    click.echo(f"learner bundle in {out}: {', '.join(manifest['released'])}, public tests worth "
+               f"{manifest['public_points']:g} points; hidden tests worth {manifest['hidden_points_total']:g} "
+               f"points stay with the instructor{withheld}")

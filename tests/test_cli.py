@@ -24,12 +24,42 @@ def run(*args: str):
     (["ex4", "--submission", "/no/such/folder"], "does not exist"),
     (["ex4", "--submission", "EMPTY"], "holds no q*.py files"),
     (["ex4", "--solutions", "--submission", str(SOLUTIONS)], "either --solutions or --submission"),
+    (["ex4", "q1", "--solutions", "--json", "EMPTY"], "is a folder: give a file name"),
+    (["ex4", "q1", "--solutions", "--junit", "/proc/no/such/out.xml"], "cannot create its folder"),
+    (["ex4", "--no-such-option"], "No such option"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, text, tmp_path):
     outcome = run(*[str(tmp_path) if a == "EMPTY" else a for a in args])
     assert outcome.exit_code == 2
     assert text in outcome.output
+    assert outcome.output.strip().count("\n") == 0, outcome.output
     assert "Traceback" not in outcome.output
+    assert not [p for p in tmp_path.iterdir()], "a failed command left files behind"
+
+
+def test_a_kit_bug_is_one_line_and_exit_3(monkeypatch):
+    from grader import grading
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in the kit")
+
+    monkeypatch.setattr(grading, "grade", broken)
+    monkeypatch.delenv("GRADE_TRACEBACK", raising=False)
+    outcome = run("ex4", "q1", "--solutions")
+    assert outcome.exit_code == 3
+    assert outcome.output.strip() == "internal error in the grading kit (not your code): KeyError: 'a bug in the kit'"
+
+
+def test_ctrl_c_exits_130_with_one_line(monkeypatch):
+    from grader import grading
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grading, "grade", interrupted)
+    outcome = run("ex4", "q1", "--solutions")
+    assert outcome.exit_code == 130
+    assert outcome.output.strip() == "interrupted"
 
 
 def test_version_and_list():
