@@ -8,6 +8,7 @@ Nothing here is specific to ex4.
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import click
 
 SUITES = Path(__file__).resolve().parent / "suites"
 KIT_ROOT = SUITES.parent.parent
+RELEASE_MANIFEST = "_release.json"  # in a learner bundle's suites/<set>/: what was released (grader.release)
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,18 @@ class ExerciseSet:
 
     name: str
     questions: tuple[Question, ...]
+    withheld: tuple[str, ...] = ()  # in a learner bundle: the questions the instructor grades (not released)
 
     def select(self, ids: tuple[str, ...]) -> tuple[Question, ...]:
         """The questions named by ``ids`` (all when empty).
 
         Raises:
-            click.UsageError: an id that is not a question of this set.
+            click.UsageError: an id that is not a question of this set, or one not released to learners.
         """
+        withheld = [i for i in ids if i in self.withheld]
+        if withheld:
+            raise click.UsageError(f"{', '.join(withheld)} {'is' if len(withheld) == 1 else 'are'} not part of this "
+                                   "release: your instructor grades it")
         known = {q.id: q for q in self.questions}
         unknown = [i for i in ids if i not in known]
         if unknown:
@@ -79,4 +86,6 @@ def load(name: str) -> ExerciseSet:
     for path in sorted(folder.glob("q*_*.py"), key=_order):
         doc = ast.get_docstring(ast.parse(path.read_text())) or path.stem
         questions.append(Question(path.stem.split("_", 1)[0], path.stem, doc.strip().splitlines()[0], path))
-    return ExerciseSet(name, tuple(questions))
+    manifest = folder / RELEASE_MANIFEST
+    withheld = tuple(json.loads(manifest.read_text()).get("withheld", {})) if manifest.is_file() else ()
+    return ExerciseSet(name, tuple(questions), withheld)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 
+from grader import replay
 from grader.judge import LearnerError, Learner, WorkerDied, WorkerProcess
 
 MARKERS = {
@@ -104,6 +105,7 @@ class GradingPlugin:
     def _seeded(self):
         random.seed(0)
         torch.manual_seed(0)
+        replay.new_test()  # recorded expected values are looked up per test (a judge grades many submissions)
         self.worker.last_call = ""
 
     # -- reports ---------------------------------------------------------------------

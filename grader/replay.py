@@ -15,11 +15,22 @@ recorded outputs, so the public tests, their messages and their misconception
 hints work as with the real reference. An input that was never recorded (it
 depends on the learner's output) raises :class:`ReplayMiss`, a failed check
 that says the instructor's grader checks it.
+
+Snapshots: a suite function decorated with :func:`snapshot` computes expected
+values from the reference on fixed inputs and returns plain data (tensors,
+numbers, strings, lists, tuples, dicts with string keys): e.g. a module's
+outputs, its input and parameter gradients, and each misconception variant's
+outputs for the hints. In the kit it simply runs; while recording it runs with
+the real reference (no call inside it is recorded) and its result is stored as
+one entry; in the bundle that entry is returned. Use it where a test needs more
+of the reference than a plain call (its type, ``isinstance``, gradients through
+it, modules built from variants).
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +40,7 @@ from typing import Any
 import torch
 
 TAPE = "_recorded"  # reference/_recorded.json + reference/_recorded.safetensors in the bundle
+MODE = "live"  # "record" while grader.release records, "replay" in the learner bundle (set by stand_in)
 
 
 class ReplayMiss(AssertionError):
@@ -138,12 +150,15 @@ class Recorder:
 
     __slots__ = ("_target", "_path")
     tape: Tape = Tape()
+    passthrough = False  # True inside a snapshot function: the real reference, nothing recorded
 
     def __init__(self, target: Any, path: str):
         object.__setattr__(self, "_target", target)
         object.__setattr__(self, "_path", path)
 
     def _do(self, op: str, args: Any, run) -> Any:
+        if Recorder.passthrough:
+            return run()
         key = _key(object.__getattribute__(self, "_path"), op, args)
         tape = Recorder.tape
         occurrence = tape.seen.get(key, 0)
@@ -296,10 +311,47 @@ class Replayer:
         return "<recorded reference>"
 
 
+def new_test() -> None:
+    """Start counting repeated operations afresh (called before each test: a process may grade many times)."""
+    Recorder.tape.seen.clear()
+    for player in _players.values():
+        player.seen.clear()
+
+
+def snapshot(function):
+    """Decorator: ``function``'s result (plain data, from the reference on fixed inputs) is stored in the bundle.
+
+    See the module docstring. Raises :class:`ReplayMiss` in the bundle for arguments
+    that were not recorded (they depend on the learner's output: compute them from
+    fixed inputs instead).
+    """
+    path = f"snapshot.{function.__qualname__}"
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if MODE == "replay":
+            return Replayer(path)._do("call", [list(args), kwargs], f"{function.__name__}()")
+        if MODE != "record":
+            return function(*args, **kwargs)
+
+        def run() -> Any:
+            Recorder.passthrough = True
+            try:
+                return function(*args, **kwargs)
+            finally:
+                Recorder.passthrough = False
+
+        return Recorder(function, path)._do("call", [list(args), kwargs], run)
+
+    return wrapper
+
+
 def stand_in(module_name: str):
-    """``__getattr__`` for a stand-in ``reference`` module of the bundle."""
+    """``__getattr__`` for a stand-in ``reference`` module of the bundle (switches this module to replay)."""
     import sys
 
+    global MODE
+    MODE = "replay"
     package = sys.modules[module_name.split(".")[0]]
     Replayer.folder = Path(package.__file__).parent
 
@@ -317,6 +369,8 @@ def install_recorders(module_names: list[str]) -> None:
     import sys
     import types
 
+    global MODE
+    MODE = "record"
     reals = {name: importlib.import_module(name) for name in module_names}  # all real ones first
     for name, real in reals.items():
         recorder = Recorder(real, name)

@@ -2,7 +2,9 @@
 
 Hidden suite of ex4 q2 (Vaswani et al. 2017, §3.2.2-§3.4; seed 001 problem 2).
 Reference weights are loaded into the learner's modules (``learner.load_weights``),
-then outputs and gradients are compared with ``reference.encoder`` in eval mode,
+then outputs and gradients are compared with ``reference.encoder`` in eval mode
+(computed on fixed weights and inputs by the ``snapshot`` functions, so the learner
+bundle holds them as data),
 with no mask, padding masks and causal masks (bool and 0/1 int). Metamorphic
 checks: permutation equivariance of self-attention, causality of the encoder under
 a causal mask, and independence of the samples of a batch.
@@ -20,6 +22,7 @@ from torch import nn
 
 from grader.checks import assert_close, assert_tensor, hints_for, matching_hint
 from grader.judge import LearnerError
+from grader.replay import snapshot
 from reference.encoder import FeedForward, MinimalTransformerEncoder, MultiHeadAttention, TransformerBlock
 
 D_MODEL, N_HEADS, D_FF, N_LAYERS, VOCAB, MAX_LEN, DROPOUT = 16, 4, 32, 2, 50, 20, 0.1
@@ -54,13 +57,19 @@ def reference_module(name: str, device: torch.device) -> nn.Module:
     return module.to(device).eval()
 
 
-def learner_module(learner, name: str, reference: nn.Module, device: torch.device):
-    """The learner's ``name`` built like ``reference``, moved to ``device``, in eval mode, with its weights."""
+@snapshot
+def reference_state(name: str) -> dict[str, torch.Tensor]:
+    """The state_dict of the seeded reference ``name`` (drawn from the test's random generator)."""
+    return reference_module(name, torch.device("cpu")).state_dict()
+
+
+def learner_module(learner, name: str, state: dict[str, torch.Tensor], device: torch.device):
+    """The learner's ``name`` built like the reference, moved to ``device``, in eval mode, holding ``state``."""
     _, args = REFERENCE[name]
     module = getattr(learner.q2, name)(*args)
     module.to(device)
     module.eval()
-    learner.load_weights(module, reference.state_dict())
+    learner.load_weights(module, state)
     return module
 
 
@@ -106,6 +115,47 @@ def hints(reference: nn.Module, run: Callable[[nn.Module], Any]) -> list:
     return found
 
 
+@snapshot
+def answers(name: str, state: dict[str, torch.Tensor], args: tuple, kind: str = "output",
+            grad_output: torch.Tensor | None = None) -> dict:
+    """The reference ``name`` holding ``state``, run on ``args``, and each misconception variant, as plain data.
+
+    ``kind``: ``"output"`` (quantity ``output``), ``"weights"`` (``weights``: ``attention_weights``
+    after the call) or ``"grad"`` (``output``, ``input_grads.<i>`` and ``param_grads.<name>`` for
+    ``grad_output``). Returns ``{"expected": {quantity: tensor}, "hints": [[text, {quantity: tensor}
+    or None when the variant cannot run]]}``; the caller's random generator is left untouched.
+    """
+    device = next(a.device for a in args if torch.is_tensor(a))
+    with torch.random.fork_rng(devices=[]):
+        reference = reference_module(name, device)
+        reference.load_state_dict(state)
+
+        def measure(module: nn.Module) -> dict[str, torch.Tensor]:
+            if kind == "grad":
+                result = reference_grad(module, *args, grad_output=grad_output)
+                leaves = {"output": result["output"]}
+                leaves.update({f"input_grads.{i}": g for i, g in enumerate(result["input_grads"]) if g is not None})
+                leaves.update({f"param_grads.{n}": g for n, g in result["param_grads"].items() if g is not None})
+                return leaves
+            output = module(*args).detach()
+            return {"weights": module.attention_weights.detach()} if kind == "weights" else {"output": output}
+
+        expected = measure(reference)
+        found = []
+        for text, thunk in hints(reference, measure):
+            try:
+                found.append([text, thunk()])
+            except Exception:  # noqa: BLE001 - a variant that cannot run on this input gives no hint
+                found.append([text, None])
+    return {"expected": expected, "hints": found}
+
+
+def hint_list(answer: dict, quantity: str) -> list:
+    """The hints of an ``answers`` result for one quantity, in the form ``grader.checks`` takes."""
+    return [(text, lambda value=leaves[quantity]: value) for text, leaves in answer["hints"]
+            if leaves and quantity in leaves]
+
+
 def reference_grad(module: nn.Module, *args: Any, grad_output: torch.Tensor) -> dict:
     """What ``learner.grad(module, *args, grad_output=...)`` returns, computed on the reference."""
     args = tuple(a.detach().clone().requires_grad_(True) if torch.is_tensor(a) and a.is_floating_point() else a
@@ -120,30 +170,30 @@ def reference_grad(module: nn.Module, *args: Any, grad_output: torch.Tensor) -> 
     }
 
 
-def assert_grads_close(got: dict, reference: nn.Module, args: tuple, grad_output: torch.Tensor, what: str,
+def assert_grads_close(got: dict, name: str, state: dict, args: tuple, grad_output: torch.Tensor, what: str,
                        arg_names: tuple[str, ...]) -> None:
-    """Output, input gradients and parameter gradients of a ``learner.grad`` call match the reference."""
-    expected = reference_grad(reference, *args, grad_output=grad_output)
-
-    def quantity(pick: Callable[[dict], Any]) -> Callable[[nn.Module], Any]:
-        return lambda module: pick(reference_grad(module, *args, grad_output=grad_output))
-
-    assert_close(got["output"], expected["output"], f"{what}: output",
-                 hints=hints(reference, quantity(lambda r: r["output"])), **OUT_TOL)
-    for i, name in enumerate(arg_names):
-        if expected["input_grads"][i] is None:
+    """Output, input gradients and parameter gradients of a ``learner.grad`` call match the reference ``name``."""
+    answer = answers(name, state, args, "grad", grad_output)
+    expected = answer["expected"]
+    assert_close(got["output"], expected["output"], f"{what}: output", hints=hint_list(answer, "output"), **OUT_TOL)
+    for i, arg in enumerate(arg_names):
+        quantity = f"input_grads.{i}"
+        if quantity not in expected:
             continue
         grad = got["input_grads"][i]
-        assert grad is not None, f"{what}: no gradient reached the input {name} (is the graph cut, e.g. by .detach()?)"
-        assert_close(grad, expected["input_grads"][i], f"{what}: gradient of {name}",
-                     hints=hints(reference, quantity(lambda r, i=i: r["input_grads"][i])), **GRAD_TOL)
-    for name, grad in expected["param_grads"].items():
-        mine = got["param_grads"].get(name)
+        assert grad is not None, f"{what}: no gradient reached the input {arg} (is the graph cut, e.g. by .detach()?)"
+        assert_close(grad, expected[quantity], f"{what}: gradient of {arg}", hints=hint_list(answer, quantity),
+                     **GRAD_TOL)
+    for quantity, grad in expected.items():
+        if not quantity.startswith("param_grads."):
+            continue
+        parameter = quantity.removeprefix("param_grads.")
+        mine = got["param_grads"].get(parameter)
         assert mine is not None, (
-            f"{what}: parameter {name} got no gradient (is the graph cut, e.g. by .detach() or torch.no_grad()?)"
+            f"{what}: parameter {parameter} got no gradient (is the graph cut, e.g. by .detach() or torch.no_grad()?)"
         )
-        assert_close(mine, grad, f"{what}: gradient of parameter {name}",
-                     hints=hints(reference, quantity(lambda r, name=name: r["param_grads"][name])), **GRAD_TOL)
+        assert_close(mine, grad, f"{what}: gradient of parameter {parameter}", hints=hint_list(answer, quantity),
+                     **GRAD_TOL)
 
 
 def padding_mask(batch: int, k_len: int, pad: int, device: torch.device) -> torch.Tensor:
@@ -178,9 +228,8 @@ def make_mask(kind: str, seq_len: int, device: torch.device) -> torch.Tensor | N
 @pytest.mark.points(1)
 def test_parameter_names(learner):
     for name in REFERENCE:
-        reference = reference_module(name, torch.device("cpu"))
         _, args = REFERENCE[name]
-        learner.load_weights(getattr(learner.q2, name)(*args), reference.state_dict())
+        learner.load_weights(getattr(learner.q2, name)(*args), reference_state(name))
 
 
 @pytest.mark.points(0.5)
@@ -212,22 +261,22 @@ MHA_CASES = [
 @pytest.mark.points(1)
 @pytest.mark.parametrize("mask_kind, q_len, k_len", MHA_CASES)
 def test_mha_output(learner, device, mask_kind, q_len, k_len):
-    reference = reference_module("MultiHeadAttention", device)
-    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    state = reference_state("MultiHeadAttention")
+    mha = learner_module(learner, "MultiHeadAttention", state, device)
     query = torch.randn(BATCH, q_len, D_MODEL, device=device)  # (batch, q_len, d_model)
     key = query if q_len == k_len else torch.randn(BATCH, k_len, D_MODEL, device=device)  # (batch, k_len, d_model)
     mask = make_mask(mask_kind, k_len, device)
     got = mha(query, key, key, mask)
-    expected = reference(query, key, key, mask)
+    answer = answers("MultiHeadAttention", state, (query, key, key, mask))
     what = (f"MultiHeadAttention{MHA_ARGS}.eval() on query ({BATCH}, {q_len}, {D_MODEL}), key = value "
             f"({BATCH}, {k_len}, {D_MODEL}) with {describe_mask(mask_kind)}")
-    assert_close(got, expected, what, hints=hints(reference, lambda m: m(query, key, key, mask)), **OUT_TOL)
+    assert_close(got, answer["expected"]["output"], what, hints=hint_list(answer, "output"), **OUT_TOL)
 
 
 @pytest.mark.points(1)
 def test_mha_attention_weights(learner, device):
-    reference = reference_module("MultiHeadAttention", device)
-    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    state = reference_state("MultiHeadAttention")
+    mha = learner_module(learner, "MultiHeadAttention", state, device)
     for kind, q_len, k_len in [("causal", 5, 5), ("padding", 3, 6)]:
         query = torch.randn(BATCH, q_len, D_MODEL, device=device)
         key = query if q_len == k_len else torch.randn(BATCH, k_len, D_MODEL, device=device)
@@ -236,11 +285,8 @@ def test_mha_attention_weights(learner, device):
         weights = mha.attention_weights
         what = f"MultiHeadAttention.attention_weights after a call with {describe_mask(kind)}"
 
-        def run(m):
-            m(query, key, key, mask)
-            return m.attention_weights
-
-        found = hints(reference, run)
+        answer = answers("MultiHeadAttention", state, (query, key, key, mask), "weights")
+        found = hint_list(answer, "weights")
         assert_tensor(weights, what, shape=(BATCH, N_HEADS, q_len, k_len))
         allowed = mask.bool().expand(BATCH, N_HEADS, q_len, k_len)
         sums = weights.double().sum(dim=-1)  # (batch, n_heads, q_len)
@@ -261,13 +307,13 @@ def test_mha_attention_weights(learner, device):
                 f"query {index[2]}, key {index[3]}] is masked but has weight {weights[index].item():.4g}"
                 + (f"\nHint: {hint}" if hint else "")
             )
-        assert_close(weights, run(reference), what, hints=found, **OUT_TOL)
+        assert_close(weights, answer["expected"]["weights"], what, hints=found, **OUT_TOL)
 
 
 @pytest.mark.points(0.5)
 def test_mha_fully_masked_row(learner, device):
-    reference = reference_module("MultiHeadAttention", device)
-    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    state = reference_state("MultiHeadAttention")
+    mha = learner_module(learner, "MultiHeadAttention", state, device)
     x = torch.randn(BATCH, 4, D_MODEL, device=device)
     mask = torch.ones(BATCH, 1, 1, 4, dtype=torch.bool, device=device)
     mask[1] = False  # every key of sample 1 is padding
@@ -281,7 +327,8 @@ def test_mha_fully_masked_row(learner, device):
         f"{weights[1, 0, 0].tolist()}. Fill masked scores with torch.finfo(scores.dtype).min, not -inf, "
         "and zero the masked weights after the softmax"
     )
-    assert_grads_close(got, reference, (x, x, x, mask), grad_output, what, ("query", "key", "value"))
+    assert_grads_close(got, "MultiHeadAttention", state, (x, x, x, mask), grad_output, what,
+                       ("query", "key", "value"))
 
 
 MHA_GRAD_CASES = [
@@ -293,8 +340,8 @@ MHA_GRAD_CASES = [
 @pytest.mark.points(1)
 @pytest.mark.parametrize("mask_kind, q_len, k_len", MHA_GRAD_CASES)
 def test_mha_gradients(learner, device, mask_kind, q_len, k_len):
-    reference = reference_module("MultiHeadAttention", device)
-    mha = learner_module(learner, "MultiHeadAttention", reference, device)
+    state = reference_state("MultiHeadAttention")
+    mha = learner_module(learner, "MultiHeadAttention", state, device)
     query = torch.randn(BATCH, q_len, D_MODEL, device=device)
     key = torch.randn(BATCH, k_len, D_MODEL, device=device)
     value = torch.randn(BATCH, k_len, D_MODEL, device=device)
@@ -302,7 +349,8 @@ def test_mha_gradients(learner, device, mask_kind, q_len, k_len):
     grad_output = torch.randn(BATCH, q_len, D_MODEL, device=device)
     got = learner.grad(mha, query, key, value, mask, grad_output=grad_output)
     what = f"MultiHeadAttention forward and backward with {describe_mask(mask_kind)}"
-    assert_grads_close(got, reference, (query, key, value, mask), grad_output, what, ("query", "key", "value"))
+    assert_grads_close(got, "MultiHeadAttention", state, (query, key, value, mask), grad_output, what,
+                       ("query", "key", "value"))
 
 
 @pytest.mark.points(1)
@@ -335,21 +383,22 @@ def test_mha_permutation_equivariance(learner, device):
 
 @pytest.mark.points(1)
 def test_feed_forward_output(learner, device):
-    reference = reference_module("FeedForward", device)
-    ff = learner_module(learner, "FeedForward", reference, device)
+    state = reference_state("FeedForward")
+    ff = learner_module(learner, "FeedForward", state, device)
     x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
-    assert_close(ff(x), reference(x), f"FeedForward{FF_ARGS}.eval() on x (2, 5, 16)",
-                 hints=hints(reference, lambda m: m(x)), **OUT_TOL)
+    answer = answers("FeedForward", state, (x,))
+    assert_close(ff(x), answer["expected"]["output"], f"FeedForward{FF_ARGS}.eval() on x (2, 5, 16)",
+                 hints=hint_list(answer, "output"), **OUT_TOL)
 
 
 @pytest.mark.points(0.5)
 def test_feed_forward_gradients(learner, device):
-    reference = reference_module("FeedForward", device)
-    ff = learner_module(learner, "FeedForward", reference, device)
+    state = reference_state("FeedForward")
+    ff = learner_module(learner, "FeedForward", state, device)
     x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
     grad_output = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
     got = learner.grad(ff, x, grad_output=grad_output)
-    assert_grads_close(got, reference, (x,), grad_output, "FeedForward forward and backward", ("x",))
+    assert_grads_close(got, "FeedForward", state, (x,), grad_output, "FeedForward forward and backward", ("x",))
 
 
 # --------------------------------------------------------------------------- TransformerBlock
@@ -358,24 +407,25 @@ def test_feed_forward_gradients(learner, device):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
 def test_block_output(learner, device, mask_kind):
-    reference = reference_module("TransformerBlock", device)
-    block = learner_module(learner, "TransformerBlock", reference, device)
+    state = reference_state("TransformerBlock")
+    block = learner_module(learner, "TransformerBlock", state, device)
     x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
     mask = make_mask(mask_kind, SEQ_LEN, device)
-    assert_close(block(x, mask), reference(x, mask),
+    answer = answers("TransformerBlock", state, (x, mask))
+    assert_close(block(x, mask), answer["expected"]["output"],
                  f"TransformerBlock{BLOCK_ARGS}.eval() on x (2, 5, 16) with {describe_mask(mask_kind)}",
-                 hints=hints(reference, lambda m: m(x, mask)), **OUT_TOL)
+                 hints=hint_list(answer, "output"), **OUT_TOL)
 
 
 @pytest.mark.points(1)
 def test_block_gradients(learner, device):
-    reference = reference_module("TransformerBlock", device)
-    block = learner_module(learner, "TransformerBlock", reference, device)
+    state = reference_state("TransformerBlock")
+    block = learner_module(learner, "TransformerBlock", state, device)
     x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
     mask = make_mask("padding", SEQ_LEN, device)
     grad_output = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
     got = learner.grad(block, x, mask, grad_output=grad_output)
-    assert_grads_close(got, reference, (x, mask), grad_output,
+    assert_grads_close(got, "TransformerBlock", state, (x, mask), grad_output,
                        f"TransformerBlock forward and backward with {describe_mask('padding')}", ("x",))
 
 
@@ -391,24 +441,25 @@ def tokens_for(batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
 @pytest.mark.points(1)
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal_int"])
 def test_encoder_output(learner, device, mask_kind):
-    reference = reference_module("MinimalTransformerEncoder", device)
-    encoder = learner_module(learner, "MinimalTransformerEncoder", reference, device)
+    state = reference_state("MinimalTransformerEncoder")
+    encoder = learner_module(learner, "MinimalTransformerEncoder", state, device)
     tokens = tokens_for(BATCH, ENCODER_SEQ_LEN, device)
     mask = make_mask(mask_kind, ENCODER_SEQ_LEN, device)
-    assert_close(encoder(tokens, mask), reference(tokens, mask),
+    answer = answers("MinimalTransformerEncoder", state, (tokens, mask))
+    assert_close(encoder(tokens, mask), answer["expected"]["output"],
                  f"MinimalTransformerEncoder{ENCODER_ARGS}.eval() on tokens (2, 7) with {describe_mask(mask_kind)}",
-                 hints=hints(reference, lambda m: m(tokens, mask)), **OUT_TOL)
+                 hints=hint_list(answer, "output"), **OUT_TOL)
 
 
 @pytest.mark.points(0.5)
 def test_encoder_gradients(learner, device):
-    reference = reference_module("MinimalTransformerEncoder", device)
-    encoder = learner_module(learner, "MinimalTransformerEncoder", reference, device)
+    state = reference_state("MinimalTransformerEncoder")
+    encoder = learner_module(learner, "MinimalTransformerEncoder", state, device)
     tokens = tokens_for(BATCH, ENCODER_SEQ_LEN, device)
     mask = make_mask("causal", ENCODER_SEQ_LEN, device)
     grad_output = torch.randn(BATCH, ENCODER_SEQ_LEN, D_MODEL, device=device)
     got = learner.grad(encoder, tokens, mask, grad_output=grad_output)
-    assert_grads_close(got, reference, (tokens, mask), grad_output,
+    assert_grads_close(got, "MinimalTransformerEncoder", state, (tokens, mask), grad_output,
                        f"MinimalTransformerEncoder forward and backward with {describe_mask('causal')}", ())
 
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from grader.checks import assert_close, hints_for, matching_hint
 from grader.judge import LearnerError
+from grader.replay import snapshot
 from reference.attention import (
     AdditiveAttention,
     ScaledDotProductAttention,
@@ -274,37 +275,51 @@ def test_fully_masked_query_gets_zero_weights_and_no_nan(learner, device):
 
 
 @pytest.mark.points(1)
+@snapshot
+def _reference_gradients(name, state, q, k, v, mask, grad_output):
+    """Gradients of the context of the reference ``name`` holding ``state``, and of its misconception variants.
+
+    Returns ``{"input_grads": [query, key, value], "param_grads": {name: grad}, "hints": [[text, [query, key,
+    value] or None]]}``, plain data (the learner bundle stores it).
+    """
+    classes = {"AdditiveAttention": AdditiveAttention, "ScaledDotProductAttention": ScaledDotProductAttention}
+
+    def backward(cls):
+        module = (cls(D_K) if name == "AdditiveAttention" else cls()).to(q.device)
+        module.load_state_dict(state)
+        inputs = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+        module(*inputs, mask)[0].backward(grad_output)
+        return [t.grad for t in inputs], {n: p.grad for n, p in module.named_parameters()}
+
+    with torch.random.fork_rng(devices=[]):
+        inputs, params = backward(classes[name])
+        found = []
+        for text, thunk in hints_for(name, lambda cls: backward(cls)[0]):
+            try:
+                found.append([text, thunk()])
+            except Exception:  # noqa: BLE001 - a variant that cannot run on this input gives no hint
+                found.append([text, None])
+    return {"input_grads": inputs, "param_grads": params, "hints": found}
+
+
 def test_gradients_match_reference(learner, device):
     q, k, v = _inputs(device)
     mask = torch.ones(Q_LEN, K_LEN, dtype=torch.bool, device=device).tril()
     grad_output = torch.randn(BATCH, Q_LEN, D_V, device=device)
     ref = _additive_reference(device)
-    cases = (("AdditiveAttention", _learner_additive(learner, ref, device), ref, AdditiveAttention),
-             ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention(), ScaledDotProductAttention(),
-              ScaledDotProductAttention))
-    for name, module, reference, target in cases:
+    cases = (("AdditiveAttention", _learner_additive(learner, ref, device), ref.state_dict()),
+             ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention(), {}))
+    for name, module, state in cases:
         got = learner.grad(module, q, k, v, mask, grad_output=grad_output)
-
-        def backward(m):
-            inputs = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
-            m.zero_grad(set_to_none=True)
-            m(*inputs, mask)[0].backward(grad_output)
-            return inputs, {n: p.grad for n, p in m.named_parameters()}
-
-        def variant(cls, i=0):
-            wrong = cls(ref.hidden_size) if target is AdditiveAttention else cls()
-            wrong = wrong.to(device)
-            wrong.load_state_dict(reference.state_dict())
-            return backward(wrong)[0][i].grad
-
-        inputs, params = backward(reference)
+        answer = _reference_gradients(name, state, q, k, v, mask, grad_output)
+        params = answer["param_grads"]
         what = f"{name}: gradient of context (with a random grad_output and a causal mask) with respect to"
         for i, label in enumerate(("query", "key", "value")):
             assert got["input_grads"][i] is not None, (
                 f"{what} {label}: no gradient reached {label}; is the output detached from it (.detach(), "
                 ".item(), torch.no_grad(), a new tensor built from its values)?")
-            hints = hints_for(target.__name__, lambda cls, i=i: variant(cls, i))
-            assert_close(got["input_grads"][i], inputs[i].grad, f"{what} {label}", hints=hints, **GRAD)
+            hints = [(text, lambda grads=grads, i=i: grads[i]) for text, grads in answer["hints"] if grads]
+            assert_close(got["input_grads"][i], answer["input_grads"][i], f"{what} {label}", hints=hints, **GRAD)
         for pname, want in params.items():
             found = got["param_grads"].get(pname)
             assert found is not None, f"{what} {pname}: no gradient reached this parameter (is it used?)"

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from grader import measure
 from grader.checks import assert_close
+from grader.replay import snapshot
 from reference import optimized as ref
 from reference.profiler import matmul_flops
 
@@ -171,25 +172,51 @@ def test_flash_does_not_call_fused_attention(learner):
                            "attention yourself with plain torch ops, not to call a fused attention kernel")
 
 
+@snapshot
+def reference_state(name: str, *args, **kwargs) -> dict:
+    """The state_dict of ``ref.<name>(*args, **kwargs)`` (initialized from the test's random generator)."""
+    return getattr(ref, name)(*args, **kwargs).state_dict()
+
+
+def reference_backward(module: nn.Module, x: torch.Tensor, *args) -> dict:
+    """Output, gradient of x and parameter gradients of ``module(x, *args)`` for grad_output = ones."""
+    x = x.clone().requires_grad_(True)
+    out = module(x, *args)
+    out.backward(torch.ones_like(out))
+    return {"output": out.detach(), "input_grad": x.grad,
+            "param_grads": {name: p.grad for name, p in module.named_parameters()}}
+
+
+@snapshot
+def flash_mha_reference(d_model: int, n_heads: int, state: dict, x: torch.Tensor, mask: torch.Tensor) -> dict:
+    """``reference_backward`` of the reference FlashMultiHeadAttention holding ``state`` (plain data)."""
+    with torch.random.fork_rng(devices=[]):
+        module = ref.FlashMultiHeadAttention(d_model, n_heads, dropout=0.0).to(x.device).eval()
+    module.load_state_dict(state)
+    return reference_backward(module, x, mask)
+
+
+def assert_backward_close(result: dict, want: dict, what: str) -> None:
+    """A ``learner.grad`` result (grad_output = ones) matches ``reference_backward``'s."""
+    assert_close(result["output"], want["output"], f"{what}: output", atol=1e-5, rtol=1e-4)
+    assert_close(result["input_grads"][0], want["input_grad"], f"{what}: gradient of x", atol=1e-5, rtol=1e-4)
+    for name, grad in want["param_grads"].items():
+        assert_close(result["param_grads"].get(name), grad, f"{what}: gradient of {name}", atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.points(2)
 def test_flash_multi_head_attention_matches_reference(learner, device):
     d_model, n_heads = 32, 4
-    reference = ref.FlashMultiHeadAttention(d_model, n_heads, dropout=0.0).to(device).eval()
+    state = reference_state("FlashMultiHeadAttention", d_model, n_heads, dropout=0.0)
     mha = learner.q8.FlashMultiHeadAttention(d_model, n_heads, dropout=0.0)
-    learner.load_weights(mha, reference.state_dict())
+    learner.load_weights(mha, state)
     mha.to(device)
     mha.eval()
     x = torch.randn(2, 19, d_model, device=device)
     causal = torch.ones(19, 19, dtype=torch.bool, device=device).tril()
     what = f"FlashMultiHeadAttention({d_model}, {n_heads})(x {tuple(x.shape)}, causal mask)"
     result = learner.grad(mha, x, causal)
-    x_ref = x.clone().requires_grad_(True)
-    want = reference(x_ref, causal)
-    want.backward(torch.ones_like(want))
-    assert_close(result["output"], want.detach(), what, atol=1e-5, rtol=1e-4)
-    for name, p in reference.named_parameters():
-        assert_close(result["param_grads"].get(name), p.grad, f"{what}: gradient of {name}", atol=1e-5, rtol=1e-4)
-    assert_close(result["input_grads"][0], x_ref.grad, f"{what}: gradient of x", atol=1e-5, rtol=1e-4)
+    assert_backward_close(result, flash_mha_reference(d_model, n_heads, state, x, causal), what)
     try:
         learner.q8.FlashMultiHeadAttention(30, 4)
     except ValueError:
@@ -241,19 +268,28 @@ def test_block_and_model_match_reference(learner, device):
                  atol=1e-4, rtol=1e-4)
 
 
+@snapshot
+def checkpointing_reference(d_model: int, n_heads: int, d_ff: int, x: torch.Tensor) -> dict:
+    """Seeded reference blocks without and with checkpointing (train mode): their state_dict, the bytes each
+    saves for backward on ``x`` (``"plain"``, ``"checkpointed"``) and ``reference_backward`` of the plain one."""
+    reference = {flag: ref.OptimizedTransformerBlock(d_model, n_heads, d_ff, 0.0, use_checkpoint=flag).to(x.device)
+                 for flag in (False, True)}
+    reference[True].load_state_dict(reference[False].state_dict())
+    saved = {name: measure.saved_bytes(reference[flag], (x,), {}) for name, flag in (("plain", False),
+                                                                                    ("checkpointed", True))}
+    return {"state": reference[False].state_dict(), "saved": saved, **reference_backward(reference[False], x)}
+
+
 @pytest.mark.points(2)
 def test_checkpointing_saves_memory_with_identical_gradients(learner, device):
     d_model, n_heads, d_ff = 32, 4, 64
     x = torch.randn(2, 24, d_model, device=device)
-    reference = {flag: ref.OptimizedTransformerBlock(d_model, n_heads, d_ff, 0.0, use_checkpoint=flag).to(device)
-                 for flag in (False, True)}
-    reference[True].load_state_dict(reference[False].state_dict())
-    ref_saved = {flag: measure.saved_bytes(block, (x,), {}) for flag, block in reference.items()}
-    ref_share = 1 - ref_saved[True] / ref_saved[False]
+    want = checkpointing_reference(d_model, n_heads, d_ff, x)
+    ref_share = 1 - want["saved"]["checkpointed"] / want["saved"]["plain"]
     blocks = {}
     for flag in (False, True):
         blocks[flag] = learner.q8.OptimizedTransformerBlock(d_model, n_heads, d_ff, 0.0, use_checkpoint=flag)
-        learner.load_weights(blocks[flag], reference[False].state_dict())
+        learner.load_weights(blocks[flag], want["state"])
         blocks[flag].to(device)
         blocks[flag].train()
     saved = {flag: measure.remote("saved_bytes", block, x) for flag, block in blocks.items()}
@@ -264,14 +300,7 @@ def test_checkpointing_saves_memory_with_identical_gradients(learner, device):
         "(the reference keeps only the block's input).\nHint: in training mode with grad enabled, run the block's "
         "body through torch.utils.checkpoint.checkpoint(fn, x, mask, use_reentrant=False)")
     what = "OptimizedTransformerBlock(32, 4, 64, use_checkpoint=True) in train mode"
-    result = learner.grad(blocks[True], x)
-    x_ref = x.clone().requires_grad_(True)
-    out = reference[False](x_ref)
-    out.backward(torch.ones_like(out))
-    assert_close(result["output"], out.detach(), f"{what}: output", atol=1e-5, rtol=1e-4)
-    assert_close(result["input_grads"][0], x_ref.grad, f"{what}: gradient of x", atol=1e-5, rtol=1e-4)
-    for name, p in reference[False].named_parameters():
-        assert_close(result["param_grads"].get(name), p.grad, f"{what}: gradient of {name}", atol=1e-5, rtol=1e-4)
+    assert_backward_close(learner.grad(blocks[True], x), want, what)
 
 
 # --------------------------------------------------------------------------- mixed precision (CPU: bfloat16)
@@ -319,22 +348,31 @@ def test_trainer_runs_forward_under_autocast(learner):
     check_autocast(learner, "cpu", torch.bfloat16)
 
 
+@snapshot
+def reference_training(lr: float, max_grad_norm: float, steps: int) -> list[dict]:
+    """The reference trainer on ``small_model()`` and ``batch()``: per step, the loss and the model's state_dict."""
+    x, y = batch()
+    model = small_model()
+    trainer = ref.MixedPrecisionTrainer(model, torch.optim.SGD(model.parameters(), lr=lr), device_type="cpu",
+                                        dtype=torch.bfloat16, max_grad_norm=max_grad_norm)
+    return [{"loss": trainer.train_step(x, y, nn.CrossEntropyLoss()),
+             "state": {k: v.clone() for k, v in model.state_dict().items()}} for _ in range(steps)]
+
+
 def test_trainer_step_unscales_and_clips(learner):
     lr, max_grad_norm = 0.5, 0.1
     x, y = batch()
     criterion = nn.CrossEntropyLoss()
-    model_ref = small_model()
-    trainer_ref = ref.MixedPrecisionTrainer(model_ref, torch.optim.SGD(model_ref.parameters(), lr=lr),
-                                            device_type="cpu", dtype=torch.bfloat16, max_grad_norm=max_grad_norm)
+    reference = reference_training(lr, max_grad_norm, 2)
     trainer = learner_trainer(learner, small_model(), lr=lr, max_grad_norm=max_grad_norm)
     before = {k: v.clone() for k, v in small_model().state_dict().items()}
     what = "MixedPrecisionTrainer(..., device_type='cpu', dtype=torch.bfloat16, max_grad_norm=0.1).train_step"
     for step in (1, 2):
-        got_loss, want_loss = trainer.train_step(x, y, criterion), trainer_ref.train_step(x, y, criterion)
+        got_loss, want_loss = trainer.train_step(x, y, criterion), reference[step - 1]["loss"]
         # bfloat16 matmuls: results depend on the summation order (thread count), so bf16-sized tolerances
         assert isinstance(got_loss, float) and abs(got_loss - want_loss) <= 1e-3 * (1 + abs(want_loss)), (
             f"{what}, step {step}: returned loss {got_loss!r}, expected {want_loss:.6g} (the unscaled loss as a float)")
-        after, want = trainer.model.state_dict(), model_ref.state_dict()
+        after, want = trainer.model.state_dict(), reference[step - 1]["state"]
         update = torch.cat([(after[k] - before[k]).flatten() for k in before]).double()
         want_update = torch.cat([(want[k] - before[k]).flatten() for k in before]).double()
         if not torch.allclose(update, want_update, atol=2e-4, rtol=2e-2):
