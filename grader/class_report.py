@@ -1,10 +1,23 @@
 """The class report of a batch: ``RESULTS/report.html`` and ``RESULTS/report.md``.
 
-What an instructor looks at after grading: the score distribution (a histogram,
-matplotlib Agg, embedded in the HTML as a base64 PNG and saved beside it),
-pass rates per question and per test, the most frequent misconception hints
-(lines starting ``Hint:`` in test messages) with counts, the slowest submissions,
-and the submissions that failed to grade or scored lowest.
+It answers "what should I reteach?" on its first screen, in this order:
+
+1. per question, the mean score and the share of learners with full marks, each
+   result measured against its own ``max_score`` (the points graded on its device:
+   tests skipped there, e.g. CUDA-only ones on a CPU, count toward neither);
+2. the most common misconceptions: the ``Hint:`` texts of the feedback, with how
+   many learners were shown each, and who;
+3. the learners flagged by cause: untouched stub ("not implemented yet"), import or
+   syntax error, timeout or crash, not submitted, malformed submission.
+
+The details follow: the score histogram (matplotlib Agg, embedded as a base64 PNG
+and saved beside it), every test's pass rate (hardest first), the lowest scores and
+the slowest submissions. The Markdown version has the same sections in the same
+order. The HTML is self-contained and has no script; every learner-provided string
+(names, messages) is escaped in both.
+
+Input: ``{learner: result document}`` (README's result document, with ``status``
+``graded``, ``not_submitted`` or ``malformed`` and ``error`` for the last two).
 """
 
 from __future__ import annotations
@@ -12,61 +25,176 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grader.report import write_atomic
 
+CAUSES = {  # why a learner is flagged, in the report's order -> the heading shown
+    "stub": "Untouched stub (“not implemented yet”)",
+    "import": "Import or syntax error",
+    "crash": "Timeout or crash",
+    "not_submitted": "Not submitted",
+    "malformed": "Malformed submission",
+}
+FIRST_SCREEN_HINTS = 8  # misconception rows shown before the rest fold away
+NAMES_SHOWN = 8  # learner names listed in a cell before the rest fold away
 
-def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The numbers of the report, as plain data."""
-    scores = {learner: r["score"] for learner, r in results.items()}
-    max_score = max((r["max_score"] for r in results.values()), default=0.0)
-    questions: dict[str, dict[str, Any]] = {}
-    tests: dict[tuple[str, str], list[int]] = {}
-    hints: Counter = Counter()
-    hint_learners: dict[str, set] = {}
-    for learner, result in results.items():
+_IMPORT_FAILED = re.compile(r"^import \S+ raised (.+)")  # plugin/judge: "import q1 raised SyntaxError: ..."
+_IMPORT_ERROR = re.compile(r" raised ((?:SyntaxError|IndentationError|TabError|ImportError|ModuleNotFoundError)\b.*)")
+_DIED = re.compile(r"your code (did not return within .+|used more than .+|crashed .+|ended the worker process.*)")
+_HINT = re.compile(r"\bHint:\s*(.+)")
+
+
+@dataclass
+class QuestionStats:
+    id: str
+    title: str
+    graded: int  # learners whose submission was graded
+    mean: float
+    max_score: float  # the largest graded maximum (all learners' when they were graded on one kind of device)
+    skipped_points: float  # points of this question not graded on the device (largest over learners)
+    full_marks: float | None  # share of graded learners at their own max_score; None when nothing was gradable
+
+
+@dataclass
+class Misconception:
+    question: str
+    hint: str
+    learners: list[str]
+    tests: int  # failed tests that showed the hint, over all learners
+
+
+@dataclass
+class Flag:
+    learner: str
+    details: list[str] = field(default_factory=list)  # "q1 13/13 tests: SyntaxError: ...", or the reason
+
+
+@dataclass
+class Summary:
+    learners: int
+    statuses: Counter
+    scores: dict[str, float]  # graded learners only
+    max_score: float
+    full_max_score: float
+    questions: list[QuestionStats]
+    misconceptions: list[Misconception]
+    flagged: dict[str, list[Flag]]  # cause (a key of CAUSES) -> learners
+    tests: list[dict[str, Any]]  # {question, name, pass_rate, graded}, hardest first
+    lowest: list[tuple[str, float]]
+    slowest: list[tuple[str, float, float]]
+
+    @property
+    def graded(self) -> int:
+        return len(self.scores)
+
+
+def status_of(result: dict[str, Any]) -> str:
+    """``graded``, ``not_submitted`` or ``malformed`` (results written before ``status`` existed: by ``error``)."""
+    return result.get("status") or ("malformed" if result.get("error") else "graded")
+
+
+def cause_of(message: str) -> tuple[str, str] | None:
+    """``(cause, detail)`` of a failed test's message when it is one a learner is flagged for, else None."""
+    first = message.splitlines()[0] if message else ""
+    if first.startswith("not implemented yet"):
+        return "stub", ""
+    if match := _IMPORT_FAILED.match(first) or _IMPORT_ERROR.search(first):
+        return "import", match.group(1)
+    if match := _DIED.search(first):
+        return "crash", match.group(1)
+    return None
+
+
+def hints_in(message: str) -> list[str]:
+    """The ``Hint:`` texts of a test message (not in what learner code printed before a crash)."""
+    text = message.split("\nlast output:\n")[0]
+    return [match.group(1).strip() for line in text.splitlines() if (match := _HINT.search(line))]
+
+
+def _question_order(qid: str) -> tuple[int, str]:
+    return len(qid), qid
+
+
+def _flags_of(result: dict[str, Any]) -> dict[str, list[str]]:
+    """The causes a graded result is flagged for, with one detail per question."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for question in result["questions"]:
+        counted = [t for t in question["tests"] if t["outcome"] != "skipped"]
+        by_cause: dict[str, list[str]] = defaultdict(list)
+        for test in counted:
+            if test["outcome"] != "passed" and (cause := cause_of(test["message"])):
+                by_cause[cause[0]].append(cause[1])
+        for cause, details in by_cause.items():
+            detail = f"{question['id']} {len(details)}/{len(counted)} tests"
+            found[cause].append(detail + (f": {_shorten(details[0])}" if details[0] else ""))
+    return found
+
+
+def _shorten(text: str, limit: int = 140) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> Summary:
+    """The numbers of the report from ``{learner: result document}``."""
+    statuses = Counter(status_of(r) for r in results.values())
+    graded = {learner: r for learner, r in results.items() if status_of(r) == "graded"}
+    flagged: dict[str, list[Flag]] = {cause: [] for cause in CAUSES}
+    blocks: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    titles: dict[str, str] = {}
+    hint_learners: dict[tuple[str, str], set[str]] = defaultdict(set)
+    hint_tests: Counter = Counter()
+    tests: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for learner, result in sorted(results.items(), key=lambda item: item[0].casefold()):
+        status = status_of(result)
+        if status != "graded":
+            flagged[status].append(Flag(learner, [_shorten((result.get("error") or status).splitlines()[0])]))
+            continue
+        for cause, details in _flags_of(result).items():
+            flagged[cause].append(Flag(learner, details))
         for question in result["questions"]:
-            block = questions.setdefault(question["id"], {"title": question["title"], "scores": [], "max": 0.0})
-            block["scores"].append(question["score"])
-            block["max"] = max(block["max"], question["max_score"])
+            blocks[question["id"]].append(question)
+            titles[question["id"]] = question["title"]
             for test in question["tests"]:
                 if test["outcome"] == "skipped":
                     continue
-                tests.setdefault((question["id"], test["name"]), []).append(test["outcome"] == "passed")
-                for line in test["message"].splitlines():
-                    if line.strip().startswith("Hint:"):
-                        hint = line.strip().removeprefix("Hint:").strip()
-                        hints[(question["id"], hint)] += 1
-                        hint_learners.setdefault(hint, set()).add(learner)
-    per_question = [
-        {"id": qid, "title": q["title"], "max_score": q["max"],
-         "mean": statistics.fmean(q["scores"]) if q["scores"] else 0.0,
-         "full_marks": sum(s >= q["max"] > 0 for s in q["scores"]) / max(1, len(q["scores"]))}
-        for qid, q in sorted(questions.items(), key=lambda item: (len(item[0]), item[0]))
-    ]
-    per_test = [{"question": qid, "name": name, "pass_rate": sum(v) / len(v), "graded": len(v)}
-                for (qid, name), v in sorted(tests.items(), key=lambda item: (sum(item[1]) / len(item[1]), item[0]))]
-    failed = sorted(((learner, r.get("status", "failed"), r["error"]) for learner, r in results.items()
-                     if r.get("error")), key=lambda item: item[0])
-    slowest = sorted(((learner, r.get("duration_s", 0.0), r["score"]) for learner, r in results.items()),
-                     key=lambda item: -item[1])[:10]
-    lowest = sorted(((learner, r["score"]) for learner, r in results.items() if not r.get("error")),
-                    key=lambda item: (item[1], item[0]))[:10]
-    values = list(scores.values())
-    return {
-        "learners": len(results), "max_score": max_score,
-        "mean": statistics.fmean(values) if values else 0.0,
-        "median": statistics.median(values) if values else 0.0,
-        "stdev": statistics.pstdev(values) if values else 0.0,
-        "scores": scores, "questions": per_question, "tests": per_test,
-        "hints": [{"question": qid, "hint": hint, "count": count, "learners": len(hint_learners[hint])}
-                  for (qid, hint), count in hints.most_common(15)],
-        "failed": failed, "slowest": slowest, "lowest": lowest,
-    }
+                tests[(question["id"], test["name"])].append(test["outcome"] == "passed")
+                for hint in dict.fromkeys(hints_in(test["message"])):
+                    hint_learners[(question["id"], hint)].add(learner)
+                    hint_tests[(question["id"], hint)] += 1
+    questions = []
+    for qid in sorted(blocks, key=_question_order):
+        scored = blocks[qid]
+        gradable = [b for b in scored if b["max_score"] > 0]
+        questions.append(QuestionStats(
+            id=qid, title=titles[qid], graded=len(scored),
+            mean=statistics.fmean(b["score"] for b in scored),
+            max_score=max(b["max_score"] for b in scored),
+            skipped_points=max(b.get("skipped_points", 0.0) for b in scored),
+            full_marks=sum(b["score"] >= b["max_score"] for b in gradable) / len(gradable) if gradable else None))
+    misconceptions = sorted(
+        (Misconception(qid, hint, sorted(names, key=str.casefold), hint_tests[(qid, hint)])
+         for (qid, hint), names in hint_learners.items()),
+        key=lambda m: (-len(m.learners), _question_order(m.question), m.hint))
+    scores = {learner: r["score"] for learner, r in graded.items()}
+    return Summary(
+        learners=len(results), statuses=statuses, scores=scores,
+        max_score=max((r["max_score"] for r in graded.values()), default=0.0),
+        full_max_score=max((r.get("full_max_score", r["max_score"]) for r in results.values()), default=0.0),
+        questions=questions, misconceptions=misconceptions, flagged=flagged,
+        tests=[{"question": qid, "name": name, "pass_rate": sum(v) / len(v), "graded": len(v)}
+               for (qid, name), v in sorted(tests.items(), key=lambda item: (sum(item[1]) / len(item[1]),
+                                                                             _question_order(item[0][0]), item[0][1]))],
+        lowest=sorted(scores.items(), key=lambda item: (item[1], item[0].casefold()))[:10],
+        slowest=sorted(((learner, r.get("duration_s", 0.0), r["score"]) for learner, r in graded.items()),
+                       key=lambda item: (-item[1], item[0].casefold()))[:10],
+    )
 
 
 def histogram_png(scores: list[float], max_score: float) -> bytes:
@@ -88,7 +216,7 @@ def histogram_png(scores: list[float], max_score: float) -> bytes:
     axes.set_xlim(0, top)
     axes.set_xlabel(f"total score (of {top:g})")
     axes.set_ylabel("learners")
-    axes.set_title(f"Score distribution ({len(scores)} learners)")
+    axes.set_title(f"Score distribution ({len(scores)} graded learners)")
     axes.yaxis.get_major_locator().set_params(integer=True)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -96,101 +224,164 @@ def histogram_png(scores: list[float], max_score: float) -> bytes:
     return buffer.getvalue()
 
 
-def _bar(rate: float) -> str:
+# ------------------------------------------------------------------ shared wording
+
+
+def _overview(s: Summary) -> str:
+    others = ", ".join(f"{s.statuses[status]} {status.replace('_', ' ')}"
+                       for status in ("not_submitted", "malformed") if s.statuses[status])
+    values = list(s.scores.values())
+    line = f"{s.learners} learners: {s.graded} graded" + (f", {others}" if others else "")
+    if values:
+        line += (f" · mean {statistics.fmean(values):.1f} · median {statistics.median(values):.1f}"
+                 f" · standard deviation {statistics.pstdev(values):.1f} · of {s.max_score:g} points")
+    if s.full_max_score > s.max_score:
+        line += f" ({s.full_max_score - s.max_score:g} more not graded on this device)"
+    return line
+
+
+def _mean(q: QuestionStats) -> str:
+    skipped = f" ({q.skipped_points:g} not graded on this device)" if q.skipped_points else ""
+    return f"{q.mean:.1f} / {q.max_score:g}{skipped}"
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({part / whole * 100:.0f}%)" if whole else str(part)
+
+
+def _percent(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate * 100:.0f}%"
+
+
+# ------------------------------------------------------------------ HTML
+
+_STYLE = """
+body{font:15px/1.35 system-ui,sans-serif;max-width:76em;margin:1em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1em 0 .3em}
+p.overview{margin:.2em 0 .6em;color:#444}
+table{border-collapse:collapse;margin:.2em 0 .4em;width:100%}
+td,th{border-bottom:1px solid #ddd;padding:.2em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3;font-weight:600}td.n{white-space:nowrap;width:1%}
+.bar{display:inline-block;width:7em;height:.8em;background:#eee;vertical-align:middle;margin-right:.4em}
+.bar span{display:block;height:100%}.who{color:#444;font-size:.92em}.none{color:#888}
+details summary{cursor:pointer;color:#345}p.more{margin:.8em 0;padding-top:.4em;border-top:2px solid #ccc}
+code{font-size:.9em}
+""".replace("\n", "")
+
+
+def _bar(rate: float | None) -> str:
+    if rate is None:
+        return "n/a"
     colour = "#55A868" if rate >= 0.8 else "#DD8452" if rate >= 0.4 else "#C44E52"
-    return (f'<div class="bar"><div style="width:{rate * 100:.0f}%;background:{colour}"></div></div>'
-            f" {rate * 100:.0f}%")
+    return (f'<span class="bar"><span style="width:{rate * 100:.0f}%;background:{colour}"></span></span>'
+            f"{rate * 100:.0f}%")
 
 
-def render_html(summary: dict[str, Any], png: bytes, title: str) -> str:
+def _folded(items: list[str], what: str) -> str:
+    """``items`` (already HTML) joined; past NAMES_SHOWN the rest is in a ``<details>`` (no script needed)."""
+    shown = " · ".join(items[:NAMES_SHOWN])
+    if len(items) <= NAMES_SHOWN:
+        return shown
+    return f"{shown} <details><summary>{len(items) - NAMES_SHOWN} more {what}</summary>" + \
+        " · ".join(items[NAMES_SHOWN:]) + "</details>"
+
+
+def _misconception_rows(rows: list[Misconception], graded: int) -> list[str]:
     e = html.escape
+    return [f'<tr><td class="n">{e(m.question)}</td><td class="n">{_rate(len(m.learners), graded)}</td>'
+            f'<td>{e(m.hint)}<div class="who">{_folded([e(n) for n in m.learners], "learners")}</div></td></tr>'
+            for m in rows]
+
+
+def render_html(s: Summary, png: bytes, title: str) -> str:
+    """The report as one self-contained HTML page (no script; the histogram inline)."""
+    e = html.escape
+    out = [f"<h1>{e(title)}</h1>", f'<p class="overview">{e(_overview(s))}</p>',
+           '<h2 id="questions">Questions</h2>',
+           '<table><tr><th>question</th><th>title</th><th>mean</th><th>full marks</th></tr>']
+    out += [f'<tr><td class="n">{e(q.id)}</td><td>{e(q.title)}</td><td class="n">{e(_mean(q))}</td>'
+            f'<td class="n">{_bar(q.full_marks)} of {q.graded}</td></tr>' for q in s.questions]
+    out.append('</table><h2 id="misconceptions">Most frequent misconceptions</h2>')
+    if s.misconceptions:
+        out.append("<table><tr><th>question</th><th>learners</th><th>hint shown, and to whom</th></tr>")
+        out += _misconception_rows(s.misconceptions[:FIRST_SCREEN_HINTS], s.graded)
+        out.append("</table>")
+        if rest := s.misconceptions[FIRST_SCREEN_HINTS:]:
+            out.append(f"<details><summary>{len(rest)} more hints, each shown to fewer learners</summary><table>"
+                       + "".join(_misconception_rows(rest, s.graded)) + "</table></details>")
+    else:
+        out.append('<p class="none">No misconception hint was shown.</p>')
+    out.append('<h2 id="flagged">Flagged learners, by cause</h2>'
+               "<table><tr><th>cause</th><th>learners</th><th>who, and where</th></tr>")
+    for cause, heading in CAUSES.items():
+        flags = s.flagged[cause]
+        who = _folded([f"<b>{e(f.learner)}</b> <span class='who'>{e('; '.join(f.details))}</span>" for f in flags],
+                      "learners") if flags else '<span class="none">none</span>'
+        out.append(f'<tr><td class="n">{e(heading)}</td><td class="n">{len(flags)}</td><td>{who}</td></tr>')
+    out.append("</table>")
+    out.append('<p class="more">Further down: <a href="#distribution">score distribution</a> · '
+               f'<a href="#tests">all {len(s.tests)} tests, hardest first</a> · <a href="#lowest">lowest scores</a>'
+               ' · <a href="#slowest">slowest submissions</a></p>')
     image = base64.b64encode(png).decode()
-    rows = []
-    rows.append(f"<h1>{e(title)}</h1>")
-    rows.append(f"<p>{summary['learners']} learners · mean {summary['mean']:.1f} · median {summary['median']:.1f}"
-                f" · standard deviation {summary['stdev']:.1f} · of {summary['max_score']:g} points</p>")
-    rows.append(f'<img alt="score distribution" src="data:image/png;base64,{image}">')
-    rows.append("<h2>Questions</h2><table><tr><th>question</th><th>title</th><th>mean</th><th>full marks</th></tr>")
-    for q in summary["questions"]:
-        rows.append(f"<tr><td>{e(q['id'])}</td><td>{e(q['title'])}</td><td>{q['mean']:.1f}/{q['max_score']:g}</td>"
-                    f"<td>{_bar(q['full_marks'])}</td></tr>")
-    rows.append("</table><h2>Tests, hardest first</h2>"
-                "<table><tr><th>question</th><th>test</th><th>passed by</th></tr>")
-    for t in summary["tests"]:
-        rows.append(f"<tr><td>{e(t['question'])}</td><td><code>{e(t['name'])}</code></td>"
-                    f"<td>{_bar(t['pass_rate'])} of {t['graded']}</td></tr>")
-    rows.append("</table><h2>Most frequent misconceptions</h2>")
-    if summary["hints"]:
-        rows.append("<table><tr><th>question</th><th>hint shown</th><th>times</th><th>learners</th></tr>")
-        for h in summary["hints"]:
-            rows.append(f"<tr><td>{e(h['question'])}</td><td>{e(h['hint'])}</td><td>{h['count']}</td>"
-                        f"<td>{h['learners']}</td></tr>")
-        rows.append("</table>")
-    else:
-        rows.append("<p>No misconception hint was shown.</p>")
-    rows.append("<h2>Submissions that could not be graded</h2>")
-    if summary["failed"]:
-        rows.append("<table><tr><th>learner</th><th>status</th><th>reason</th></tr>")
-        for learner, status, reason in summary["failed"]:
-            rows.append(f"<tr><td>{e(learner)}</td><td>{e(status)}</td><td>{e(reason.splitlines()[0])}</td></tr>")
-        rows.append("</table>")
-    else:
-        rows.append("<p>None.</p>")
-    rows.append("<h2>Lowest scores</h2><table><tr><th>learner</th><th>score</th></tr>")
-    rows += [f"<tr><td>{e(learner)}</td><td>{score:g}</td></tr>" for learner, score in summary["lowest"]]
-    rows.append("</table><h2>Slowest submissions</h2><table><tr><th>learner</th><th>grading time</th>"
-                "<th>score</th></tr>")
-    rows += [f"<tr><td>{e(learner)}</td><td>{seconds:.1f} s</td><td>{score:g}</td></tr>"
-             for learner, seconds, score in summary["slowest"]]
-    rows.append("</table>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border-bottom:1px solid #ddd;"
-             "padding:.25em .7em;text-align:left;vertical-align:top}th{background:#f3f3f3}"
-             ".bar{display:inline-block;width:8em;height:.8em;background:#eee;vertical-align:middle}"
-             ".bar div{height:100%}code{font-size:.9em}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(rows) + "\n</body></html>\n")
+    out.append(f'<h2 id="distribution">Score distribution</h2>'
+               f'<img alt="score distribution" src="data:image/png;base64,{image}">')
+    out.append('<h2 id="tests">Tests, hardest first</h2>'
+               "<table><tr><th>question</th><th>test</th><th>passed by</th></tr>")
+    out += [f'<tr><td class="n">{e(t["question"])}</td><td><code>{e(t["name"])}</code></td>'
+            f'<td class="n">{_bar(t["pass_rate"])} of {t["graded"]}</td></tr>' for t in s.tests]
+    out.append('</table><h2 id="lowest">Lowest scores</h2><table><tr><th>learner</th><th>score</th></tr>')
+    out += [f"<tr><td>{e(learner)}</td><td>{score:g}</td></tr>" for learner, score in s.lowest]
+    out.append('</table><h2 id="slowest">Slowest submissions</h2>'
+               "<table><tr><th>learner</th><th>grading time</th><th>score</th></tr>")
+    out += [f"<tr><td>{e(learner)}</td><td>{seconds:.1f} s</td><td>{score:g}</td></tr>"
+            for learner, seconds, score in s.slowest]
+    out.append("</table>")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
-def render_markdown(summary: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "",
-             f"{summary['learners']} learners · mean {summary['mean']:.1f} · median {summary['median']:.1f} · "
-             f"standard deviation {summary['stdev']:.1f} · of {summary['max_score']:g} points", "",
-             "![score distribution](report_histogram.png)", "", "## Questions", "",
+# ------------------------------------------------------------------ Markdown
+
+
+def _md(text: str) -> str:
+    """Learner text made inert in a Markdown table cell (no HTML, no cell breaks)."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
+def render_markdown(s: Summary, title: str) -> str:
+    """The report in Markdown, sections in the HTML's order."""
+    lines = [f"# {_md(title)}", "", _md(_overview(s)), "", "## Questions", "",
              "| question | title | mean | full marks |", "|---|---|---|---|"]
-    lines += [f"| {q['id']} | {q['title']} | {q['mean']:.1f}/{q['max_score']:g} | {q['full_marks'] * 100:.0f}% |"
-              for q in summary["questions"]]
-    lines += ["", "## Tests, hardest first", "", "| question | test | passed by |", "|---|---|---|"]
-    lines += [f"| {t['question']} | `{t['name']}` | {t['pass_rate'] * 100:.0f}% of {t['graded']} |"
-              for t in summary["tests"]]
+    lines += [f"| {_md(q.id)} | {_md(q.title)} | {_md(_mean(q))} | {_percent(q.full_marks)} of {q.graded} |"
+              for q in s.questions]
     lines += ["", "## Most frequent misconceptions", ""]
-    if summary["hints"]:
-        lines += ["| question | hint shown | times | learners |", "|---|---|---|---|"]
-        lines += [f"| {h['question']} | {h['hint']} | {h['count']} | {h['learners']} |" for h in summary["hints"]]
+    if s.misconceptions:
+        lines += ["| question | learners | hint shown | to whom |", "|---|---|---|---|"]
+        lines += [f"| {_md(m.question)} | {_rate(len(m.learners), s.graded)} | {_md(m.hint)} | "
+                  f"{', '.join(_md(n) for n in m.learners)} |" for m in s.misconceptions]
     else:
         lines.append("No misconception hint was shown.")
-    lines += ["", "## Submissions that could not be graded", ""]
-    if summary["failed"]:
-        lines += ["| learner | status | reason |", "|---|---|---|"]
-        lines += [f"| {learner} | {status} | {reason.splitlines()[0].replace('|', '/')} |"
-                  for learner, status, reason in summary["failed"]]
-    else:
-        lines.append("None.")
+    lines += ["", "## Flagged learners, by cause", "", "| cause | learners | who, and where |", "|---|---|---|"]
+    lines += [f"| {_md(heading)} | {len(s.flagged[cause])} | "
+              + ("; ".join(f"**{_md(f.learner)}** {_md('; '.join(f.details))}" for f in s.flagged[cause]) or "none")
+              + " |" for cause, heading in CAUSES.items()]
+    lines += ["", "## Score distribution", "", "![score distribution](report_histogram.png)",
+              "", "## Tests, hardest first", "", "| question | test | passed by |", "|---|---|---|"]
+    lines += [f"| {_md(t['question'])} | `{_md(t['name'])}` | {t['pass_rate'] * 100:.0f}% of {t['graded']} |"
+              for t in s.tests]
     lines += ["", "## Lowest scores", "", "| learner | score |", "|---|---|"]
-    lines += [f"| {learner} | {score:g} |" for learner, score in summary["lowest"]]
+    lines += [f"| {_md(learner)} | {score:g} |" for learner, score in s.lowest]
     lines += ["", "## Slowest submissions", "", "| learner | grading time | score |", "|---|---|---|"]
-    lines += [f"| {learner} | {seconds:.1f} s | {score:g} |" for learner, seconds, score in summary["slowest"]]
+    lines += [f"| {_md(learner)} | {seconds:.1f} s | {score:g} |" for learner, seconds, score in s.slowest]
     return "\n".join(lines) + "\n"
 
 
-def write(results: dict[str, dict[str, Any]], out: Path, *, title: str = "Class report") -> dict[str, Any]:
+def write(results: dict[str, dict[str, Any]], out: Path, *, title: str = "Class report") -> Summary:
     """Write ``report.html``, ``report.md`` and ``report_histogram.png`` into ``out``; the summary."""
     summary = summarize(results)
-    png = histogram_png(list(summary["scores"].values()), summary["max_score"])
+    png = histogram_png(list(summary.scores.values()), summary.max_score)
     out = Path(out)
-    temporary = out / ".report_histogram.png.tmp"
-    temporary.write_bytes(png)
-    temporary.replace(out / "report_histogram.png")
+    write_atomic(out / "report_histogram.png", png)
     write_atomic(out / "report.html", render_html(summary, png, title))
     write_atomic(out / "report.md", render_markdown(summary, title))
     return summary

@@ -1,0 +1,175 @@
+"""The class report answers "what should I reteach?" before any detail.
+
+The fixture, ``tests/data/class_report/*.json``, is 13 learners graded for real on
+ex4 q1 and q4 by ``tests/data/class_report/regenerate.py``: correct answers, four
+known misconceptions, untouched stubs, a syntax error, a missing import, a hang, a
+crash, a learner whose name and import error are HTML, one who did not submit and
+one malformed upload. Hand-computed from the per-learner scores listed there:
+
+    q1 of 10: 10, 2.5, 2.5, 2.5, 10, 0, 0, 0, 1, 10, 2.5 -> mean 41/11, full marks 3/11
+    q4 of 15: 15, 15, 9, 9, 5, 0, 15, 0, 15, 8, 0       -> mean 91/11, full marks 4/11
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from grader import class_report
+from reference.misconceptions import by_key
+
+DATA = Path(__file__).resolve().parent / "data" / "class_report"
+HOSTILE = "<script>alert(1)</script>"
+SECTIONS = ["Questions", "Most frequent misconceptions", "Flagged learners, by cause", "Score distribution",
+            "Tests, hardest first", "Lowest scores", "Slowest submissions"]
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict]:
+    documents = [json.loads(path.read_text()) for path in sorted(DATA.glob("*.json"))]
+    return {document["learner"]: document for document in documents}
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    class_report.write(results, out, title="ex4 class report")
+    return out
+
+
+class Page(HTMLParser):
+    """The tags and the ``<h2>`` headings of an HTML page, in order."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags: list[str] = []
+        self.headings: list[str] = []
+        self._in_h2 = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self._in_h2 = tag == "h2"
+
+    def handle_endtag(self, tag):
+        self._in_h2 = self._in_h2 and tag != "h2"
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.headings.append(data)
+
+
+def test_fixture_is_the_class_described(results):
+    assert len(results) == 13
+    assert [results[n]["status"] for n in ("Kim Nguyen", "Leo Brandt")] == ["not_submitted", "malformed"]
+    assert sum(r["status"] == "graded" for r in results.values()) == 11
+
+
+def test_sections_in_first_screen_order(report):
+    page = (report / "report.html").read_text()
+    parsed = Page(page)
+    assert parsed.headings == SECTIONS
+    flagged_end = page.index("</table>", page.index('id="flagged"'))
+    assert page.index("<img") > flagged_end and page.index('id="tests"') > flagged_end, \
+        "nothing tall comes before the three first-screen sections"
+    markdown = (report / "report.md").read_text()
+    assert [line.removeprefix("## ") for line in markdown.splitlines() if line.startswith("## ")] == SECTIONS
+
+
+def test_question_rates_match_hand_computed(results, report):
+    summary = class_report.summarize(results)
+    q1, q4 = summary.questions
+    assert (q1.id, q1.graded, q1.max_score, q4.id, q4.graded, q4.max_score) == ("q1", 11, 10.0, "q4", 11, 15.0)
+    assert q1.mean == pytest.approx(41 / 11) and q1.full_marks == pytest.approx(3 / 11)
+    assert q4.mean == pytest.approx(91 / 11) and q4.full_marks == pytest.approx(4 / 11)
+    markdown = (report / "report.md").read_text()
+    assert "| q1 | Sinusoidal positional encoding | 3.7 / 10 | 27% of 11 |" in markdown
+    assert "| 8.3 / 15 | 36% of 11 |" in markdown
+    assert "13 learners: 11 graded, 1 not submitted, 1 malformed" in markdown
+
+
+def test_rates_use_each_results_graded_maximum(results):
+    """A learner graded on a CPU (2 CUDA-only points skipped) with all the rest right has full marks."""
+    on_gpu = results["Ada Lovelace"]
+    on_cpu = copy.deepcopy(on_gpu)
+    block = next(q for q in on_cpu["questions"] if q["id"] == "q4")
+    test = next(t for t in block["tests"] if t["max_points"] == 2.0)
+    test.update(outcome="skipped", points=0.0, message="needs CUDA")
+    for target in (block, on_cpu):
+        target.update(score=target["score"] - 2, max_score=target["max_score"] - 2, skipped_points=2.0)
+    summary = class_report.summarize({"gpu": on_gpu, "cpu": on_cpu})
+    q4 = summary.questions[1]
+    assert (q4.full_marks, q4.max_score, q4.skipped_points) == (1.0, 15.0, 2.0)
+    assert all(t["graded"] == 1 for t in summary.tests if t["name"] == test["name"])
+
+
+def test_misconceptions_counted_per_learner_with_names(results, report):
+    summary = class_report.summarize(results)
+    found = [(m.question, m.hint, m.learners) for m in summary.misconceptions]
+    assert found == [
+        ("q1", by_key("pe_sin_cos_swapped").hint, [HOSTILE, "Ben Okafor", "Chloé Martin"]),
+        ("q4", by_key("layernorm_unbiased_variance").hint, ["Chloé Martin", "Dmitri Volkov", "Emma Schmidt"]),
+        ("q1", by_key("pe_halves_not_interleaved").hint, ["Dmitri Volkov"]),
+        ("q4", by_key("batchnorm_momentum_reversed").hint, ["Emma Schmidt"]),
+    ]
+    assert summary.misconceptions[0].tests == 18  # six failed tests each showed it to three learners
+    markdown = (report / "report.md").read_text()
+    assert (f"| q4 | 3 of 11 (27%) | {by_key('layernorm_unbiased_variance').hint} | "
+            "Chloé Martin, Dmitri Volkov, Emma Schmidt |") in markdown
+
+
+def test_learners_flagged_by_cause(results):
+    flagged = class_report.summarize(results).flagged
+    who = {cause: {f.learner: f.details for f in flags} for cause, flags in flagged.items()}
+    assert who["stub"] == {"Farid Haddad": ["q1 13/13 tests", "q4 11/11 tests"], "Hana Sato": ["q4 11/11 tests"]}
+    assert sorted(who["import"]) == [HOSTILE, "Gus Lindqvist", "Hana Sato"]
+    assert who["import"]["Gus Lindqvist"][0].startswith("q1 13/13 tests: SyntaxError: expected ':'")
+    assert "ModuleNotFoundError: No module named 'einops_helpers'" in who["import"]["Hana Sato"][0]
+    assert who["crash"]["Ivo Petrov"] == ["q1 12/13 tests: did not return within 2 s (an endless loop?)"]
+    assert who["crash"]["Jo Crash"][0].startswith("q4 5/11 tests: ended the worker process")
+    assert who["not_submitted"] == {"Kim Nguyen": ["no submission (listed in the roster)"]}
+    assert who["malformed"] == {"Leo Brandt": ["leo_brandt.zip is not a readable zip archive"]}
+    assert not {"Ada Lovelace", "Ben Okafor", "Emma Schmidt"} & {n for c in who.values() for n in c}
+
+
+def test_learner_strings_are_escaped(report):
+    page = (report / "report.html").read_text()
+    tags = Page(page).tags
+    assert "script" not in tags and tags.count("img") == 1, "only the histogram is an image; no script at all"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    markdown = (report / "report.md").read_text()
+    assert "<script>" not in markdown and "<img" not in markdown and "&lt;script&gt;" in markdown
+
+
+def test_live_messages_are_classified(tmp_path):
+    """The wording the fixture was made with is today's: a syntax error and a stub graded now."""
+    from conftest import EXERCISES, grade
+
+    q1 = "q1_positional_encoding.py"
+    (tmp_path / q1).write_text((EXERCISES / q1).read_text().replace("import math\n", "import math(\n"))
+    messages = [t["message"] for t in grade(tmp_path, "q1")["questions"][0]["tests"]]
+    assert {class_report.cause_of(m)[0] for m in messages} == {"import"}
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    shutil.copy(EXERCISES / q1, stub / q1)
+    assert {class_report.cause_of(t["message"])[0] for t in grade(stub, "q1")["questions"][0]["tests"]} == {"stub"}
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1280,900", (report / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as image:
+        assert image.size == (1280, 900)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50, "the screenshot is (nearly) one colour"
