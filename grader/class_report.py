@@ -28,7 +28,7 @@ import io
 import re
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,9 @@ CAUSES = {  # why a learner is flagged, in the report's order -> the heading sho
     "not_submitted": "Not submitted",
     "malformed": "Malformed submission",
 }
-FIRST_SCREEN_HINTS = 8  # misconception rows shown before the rest fold away
-NAMES_SHOWN = 8  # learner names listed in a cell before the rest fold away
+FIRST_SCREEN_HINTS = 5  # misconception rows shown before the rest fold away (HTML)
+NAMES_SHOWN = 5  # learners listed in a cell before the rest fold away (HTML)
+DETAILS_SHOWN = 3  # a cause with this few flagged learners shows their details unfolded (HTML)
 
 _IMPORT_FAILED = re.compile(r"^import \S+ raised (.+)")  # plugin/judge: "import q1 raised SyntaxError: ..."
 _IMPORT_ERROR = re.compile(r" raised ((?:SyntaxError|IndentationError|TabError|ImportError|ModuleNotFoundError)\b.*)")
@@ -72,7 +73,8 @@ class Misconception:
 @dataclass
 class Flag:
     learner: str
-    details: list[str] = field(default_factory=list)  # "q1 13/13 tests: SyntaxError: ...", or the reason
+    questions: list[str]  # where the cause showed (none for a learner not submitted or malformed)
+    details: list[str]  # "q1, q2: SyntaxError: ...", "q4 5/11 tests: ended the worker ...", or the reason
 
 
 @dataclass
@@ -121,9 +123,14 @@ def _question_order(qid: str) -> tuple[int, str]:
     return len(qid), qid
 
 
-def _flags_of(result: dict[str, Any]) -> dict[str, list[str]]:
-    """The causes a graded result is flagged for, with one detail per question."""
-    found: dict[str, list[str]] = defaultdict(list)
+def _flags_of(learner: str, result: dict[str, Any]) -> dict[str, Flag]:
+    """The causes ``learner``'s graded result is flagged for, each with its questions and details.
+
+    Questions with the same detail are named together; a count of tests is given only
+    when the cause did not fail all of a question's graded tests.
+    """
+    found: dict[str, dict[str, list[str]]] = defaultdict(dict)  # cause -> detail -> where
+    questions: dict[str, list[str]] = defaultdict(list)
     for question in result["questions"]:
         counted = [t for t in question["tests"] if t["outcome"] != "skipped"]
         by_cause: dict[str, list[str]] = defaultdict(list)
@@ -131,9 +138,12 @@ def _flags_of(result: dict[str, Any]) -> dict[str, list[str]]:
             if test["outcome"] != "passed" and (cause := cause_of(test["message"])):
                 by_cause[cause[0]].append(cause[1])
         for cause, details in by_cause.items():
-            detail = f"{question['id']} {len(details)}/{len(counted)} tests"
-            found[cause].append(detail + (f": {_shorten(details[0])}" if details[0] else ""))
-    return found
+            questions[cause].append(question["id"])
+            where = question["id"] + (f" {len(details)}/{len(counted)} tests" if len(details) < len(counted) else "")
+            found[cause].setdefault(_shorten(details[0]), []).append(where)
+    return {cause: Flag(learner, questions[cause],
+                        [", ".join(where) + (f": {detail}" if detail else "") for detail, where in details.items()])
+            for cause, details in found.items()}
 
 
 def _shorten(text: str, limit: int = 140) -> str:
@@ -154,10 +164,10 @@ def summarize(results: dict[str, dict[str, Any]]) -> Summary:
     for learner, result in sorted(results.items(), key=lambda item: item[0].casefold()):
         status = status_of(result)
         if status != "graded":
-            flagged[status].append(Flag(learner, [_shorten((result.get("error") or status).splitlines()[0])]))
+            flagged[status].append(Flag(learner, [], [_shorten((result.get("error") or status).splitlines()[0])]))
             continue
-        for cause, details in _flags_of(result).items():
-            flagged[cause].append(Flag(learner, details))
+        for cause, flag in _flags_of(learner, result).items():
+            flagged[cause].append(flag)
         for question in result["questions"]:
             blocks[question["id"]].append(question)
             titles[question["id"]] = question["title"]
@@ -256,15 +266,15 @@ def _percent(rate: float | None) -> str:
 # ------------------------------------------------------------------ HTML
 
 _STYLE = """
-body{font:15px/1.35 system-ui,sans-serif;max-width:76em;margin:1em auto;padding:0 1em;color:#222}
-h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1em 0 .3em}
+body{font:14px/1.3 system-ui,sans-serif;max-width:80em;margin:.6em auto;padding:0 1em;color:#222}
+h1{font-size:1.45em;margin:.2em 0}h2{font-size:1.15em;margin:.8em 0 .25em}
 p.overview{margin:.2em 0 .6em;color:#444}
 table{border-collapse:collapse;margin:.2em 0 .4em;width:100%}
-td,th{border-bottom:1px solid #ddd;padding:.2em .6em;text-align:left;vertical-align:top}
+td,th{border-bottom:1px solid #ddd;padding:.18em .6em;text-align:left;vertical-align:top}
 th{background:#f3f3f3;font-weight:600}td.n{white-space:nowrap;width:1%}
 .bar{display:inline-block;width:7em;height:.8em;background:#eee;vertical-align:middle;margin-right:.4em}
 .bar span{display:block;height:100%}.who{color:#444;font-size:.92em}.none{color:#888}
-details summary{cursor:pointer;color:#345}p.more{margin:.8em 0;padding-top:.4em;border-top:2px solid #ccc}
+details summary{cursor:pointer}details ul{margin:.2em 0;padding-left:1.4em;color:#444}ul.plain{margin:0;padding:0;list-style:none}p.more{margin:.8em 0;padding-top:.4em;border-top:2px solid #ccc}
 code{font-size:.9em}
 """.replace("\n", "")
 
@@ -278,12 +288,24 @@ def _bar(rate: float | None) -> str:
 
 
 def _folded(items: list[str], what: str) -> str:
-    """``items`` (already HTML) joined; past NAMES_SHOWN the rest is in a ``<details>`` (no script needed)."""
+    """``items`` (already HTML) joined; past NAMES_SHOWN the rest opens from a ``<details>`` (no script needed)."""
     shown = " · ".join(items[:NAMES_SHOWN])
     if len(items) <= NAMES_SHOWN:
         return shown
-    return f"{shown} <details><summary>{len(items) - NAMES_SHOWN} more {what}</summary>" + \
-        " · ".join(items[NAMES_SHOWN:]) + "</details>"
+    return (f"<details><summary>{shown} and {len(items) - NAMES_SHOWN} more {what}</summary>"
+            + " · ".join(items[NAMES_SHOWN:]) + "</details>")
+
+
+def _flag_cell(flags: list[Flag]) -> str:
+    """Few flagged learners: each with details; more: who (and which questions) at a glance, details folded."""
+    e = html.escape
+    rows = "".join(f"<li><b>{e(f.learner)}</b> {e('; '.join(f.details))}</li>" for f in flags)
+    if len(flags) <= DETAILS_SHOWN:
+        return f'<ul class="plain">{rows}</ul>'
+    names = [f"<b>{e(f.learner)}</b>" + (f" {e(', '.join(f.questions))}" if f.questions else "")
+             for f in flags[:NAMES_SHOWN]]
+    more = f" and {len(flags) - NAMES_SHOWN} more" if len(flags) > NAMES_SHOWN else ""
+    return f"<details><summary>{' · '.join(names)}{more}</summary><ul>{rows}</ul></details>"
 
 
 def _misconception_rows(rows: list[Misconception], graded: int) -> list[str]:
@@ -315,8 +337,7 @@ def render_html(s: Summary, png: bytes, title: str) -> str:
                "<table><tr><th>cause</th><th>learners</th><th>who, and where</th></tr>")
     for cause, heading in CAUSES.items():
         flags = s.flagged[cause]
-        who = _folded([f"<b>{e(f.learner)}</b> <span class='who'>{e('; '.join(f.details))}</span>" for f in flags],
-                      "learners") if flags else '<span class="none">none</span>'
+        who = _flag_cell(flags) if flags else '<span class="none">none</span>'
         out.append(f'<tr><td class="n">{e(heading)}</td><td class="n">{len(flags)}</td><td>{who}</td></tr>')
     out.append("</table>")
     out.append('<p class="more">Further down: <a href="#distribution">score distribution</a> · '

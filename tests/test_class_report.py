@@ -126,16 +126,37 @@ def test_misconceptions_counted_per_learner_with_names(results, report):
 
 def test_learners_flagged_by_cause(results):
     flagged = class_report.summarize(results).flagged
-    who = {cause: {f.learner: f.details for f in flags} for cause, flags in flagged.items()}
-    assert who["stub"] == {"Farid Haddad": ["q1 13/13 tests", "q4 11/11 tests"], "Hana Sato": ["q4 11/11 tests"]}
+    who = {cause: {f.learner: (f.questions, f.details) for f in flags} for cause, flags in flagged.items()}
+    assert who["stub"] == {"Farid Haddad": (["q1", "q4"], ["q1, q4"]), "Hana Sato": (["q4"], ["q4"])}
     assert sorted(who["import"]) == [HOSTILE, "Gus Lindqvist", "Hana Sato"]
-    assert who["import"]["Gus Lindqvist"][0].startswith("q1 13/13 tests: SyntaxError: expected ':'")
-    assert "ModuleNotFoundError: No module named 'einops_helpers'" in who["import"]["Hana Sato"][0]
-    assert who["crash"]["Ivo Petrov"] == ["q1 12/13 tests: did not return within 2 s (an endless loop?)"]
-    assert who["crash"]["Jo Crash"][0].startswith("q4 5/11 tests: ended the worker process")
-    assert who["not_submitted"] == {"Kim Nguyen": ["no submission (listed in the roster)"]}
-    assert who["malformed"] == {"Leo Brandt": ["leo_brandt.zip is not a readable zip archive"]}
+    assert who["import"]["Gus Lindqvist"] == (["q1"], ["q1: SyntaxError: expected ':' (q1_positional_encoding.py, "
+                                                       "line 29)"])
+    assert who["import"]["Hana Sato"][1] == ["q1: ModuleNotFoundError: No module named 'einops_helpers'"]
+    assert who["import"][HOSTILE][1] == ["q4: ImportError: <img src=x onerror=alert(1)>"]
+    assert who["crash"] == {  # a count of tests only where the cause did not fail them all
+        "Ivo Petrov": (["q1"], ["q1 12/13 tests: did not return within 2 s (an endless loop?)"]),
+        "Jo Crash": (["q4"], ["q4 5/11 tests: ended the worker process (exit code 1: os._exit or sys.exit?)"])}
+    assert who["not_submitted"] == {"Kim Nguyen": ([], ["no submission (listed in the roster)"])}
+    assert who["malformed"] == {"Leo Brandt": ([], ["leo_brandt.zip is not a readable zip archive"])}
     assert not {"Ada Lovelace", "Ben Okafor", "Emma Schmidt"} & {n for c in who.values() for n in c}
+
+
+def test_many_flagged_learners_fold_behind_details(results):
+    """Past a few learners a cause lists who and where on one line; the details open without script."""
+    class_of_stubs = {f"Farid {i}": results["Farid Haddad"] for i in range(8)} | {"Kim": results["Kim Nguyen"]}
+    page = class_report.render_html(class_report.summarize(class_of_stubs), b"", "t")
+    stub_row = page[page.index("Untouched stub"):page.index("</tr>", page.index("Untouched stub"))]
+    assert stub_row.count("<details>") == 1 and "<b>Farid 4</b> q1, q4 and 3 more</summary>" in stub_row
+    assert stub_row.count("<li>") == 8
+    kim_row = page[page.index("Not submitted"):page.index("</tr>", page.index("Not submitted"))]
+    assert "<details" not in kim_row and "<li><b>Kim</b> no submission" in kim_row
+
+
+def test_hints_printed_by_learner_code_are_not_counted():
+    message = "q1.f(): your code ended the worker process\nlast output:\nHint: nothing to reteach here"
+    assert class_report.hints_in(message) == []
+    assert class_report.hints_in("values differ.\nHint: Your sin and cos are swapped.") == [
+        "Your sin and cos are swapped."]
 
 
 def test_learner_strings_are_escaped(report):
