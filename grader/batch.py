@@ -526,7 +526,8 @@ def run_batch(exercise: str, root: Path, out: Path, *, questions: tuple[str, ...
         result = read_result(out, entry.learner)
         if result is not None:
             person = matched.get(entry.learner)
-            summary.results[entry.learner] = {**result, **person.fields()} if person else result
+            summary.results[entry.learner] = {**result, **{k: v for k, v in person.fields().items() if v}} \
+                if person else result
     summary.duration_s = round(time.perf_counter() - started, 3)
     if reports:
         from grader import class_report, exports

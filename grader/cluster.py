@@ -17,11 +17,13 @@ each one arrives. An unreachable scheduler is a usage error within
 from __future__ import annotations
 
 import io
+import socket
 import tempfile
 import threading
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from grader import batch, submissions
 
@@ -74,6 +76,17 @@ def settle(request: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         return batch.ask(_judge(), request, batch.Options(**options))
 
 
+def _probe(scheduler: str) -> None:
+    """Open and close a TCP connection to a ``tcp://``/``tls://`` address (or ``HOST:PORT``).
+
+    Raises:
+        OSError: nothing answers there within ``CONNECT_TIMEOUT`` seconds (refused at once, usually).
+    """
+    parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+    if parts.scheme in ("tcp", "tls") and parts.hostname and parts.port:
+        socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_TIMEOUT).close()
+
+
 def connect(scheduler: str):
     """A ``distributed.Client`` of the scheduler at ``scheduler``.
 
@@ -84,13 +97,16 @@ def connect(scheduler: str):
     import click
 
     try:
+        _probe(scheduler)
         from distributed import Client
+
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
     except ImportError:  # pragma: no cover - depends on the optional extra
         raise click.UsageError('--scheduler needs Dask: pip install -e ".[cluster]"') from None
-    try:
-        return Client(scheduler, timeout=CONNECT_TIMEOUT)
-    except (OSError, TimeoutError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever answers there (or not) is not a bug of the kit
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not isinstance(error, (OSError, TimeoutError, ValueError)):
+            reason = f"what answers there is not a Dask scheduler: {type(error).__name__}: {reason}"
         raise click.UsageError(f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT:g} s "
                                f"({reason[:200]}): is `dask scheduler` running there?") from None
 

@@ -135,12 +135,14 @@ def match(people: list[Person], entries: list[Entry]) -> tuple[dict[str, Person]
                 by_login.setdefault(key.lower(), person)
         for key in _name_keys(person.name):
             by_name.setdefault(key, person)
+    rules = (lambda e: by_id.get(e.lms_id) if e.lms_id else None,  # strongest rule first
+             lambda e: by_login.get(e.display_name.lower()),
+             lambda e: next((by_name[k] for k in _name_keys(e.display_name) if k in by_name), None))
     matched: dict[str, Person] = {}
-    for entry in entries:
-        person = (by_id.get(entry.lms_id) if entry.lms_id else None) \
-            or by_login.get(entry.display_name.lower()) \
-            or next((by_name[k] for k in _name_keys(entry.display_name) if k in by_name), None)
-        if person is not None:
-            matched[entry.learner] = person
+    for rule in rules:  # a person is matched once: by id before login before name
+        for entry in entries:
+            person = rule(entry) if entry.learner not in matched else None
+            if person is not None and person not in matched.values():
+                matched[entry.learner] = person
     taken = set(matched.values())
     return matched, [person for person in people if person not in taken]

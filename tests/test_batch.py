@@ -122,6 +122,7 @@ def test_scores_and_reasons(graded):
         result = results[learner if learner != "frank" else "frank.pdf"]
         assert result["score"] == 0 and result["max_score"] == full
         assert result["status"] == "malformed" and reason in result["error"]
+    assert {r["status"] for name, r in results.items() if name not in MALFORMED and name != "frank.pdf"} == {"graded"}
 
 
 def test_grades_csv(graded):
@@ -193,3 +194,57 @@ def test_zip_cannot_write_outside(tmp_path):
     folder = submissions.materialize(submissions.Entry("evil", archive, "zip"), tmp_path / "unpacked")
     assert (folder / Q1).exists()
     assert not (tmp_path.parent / "escaped.py").exists() and not (tmp_path / "escaped.py").exists()
+
+
+def test_one_maximum_graded_malformed_and_not_submitted_alike(tmp_path):
+    """q8 has CUDA-only tests: on the CPU a graded stub, an empty folder and a roster-only learner
+    are all out of the points graded here, with the full total and the skipped points beside it."""
+    from grader import roster
+
+    subs = tmp_path / "subs"
+    (subs / "stub").mkdir(parents=True)
+    (subs / "stub" / "q8_optimized.py").write_text((EXERCISES / "q8_optimized.py").read_text())
+    (subs / "empty").mkdir()
+    out = tmp_path / "out"
+    summary = batch.run_batch("ex4", subs, out, questions=("q8",), jobs=1, progress=False,
+                              people=[roster.Person("Kim Nguyen", "9")])
+    results = summary.results
+    assert sorted(r["status"] for r in results.values()) == ["graded", "malformed", "not_submitted"]
+    totals = {(r["max_score"], r["full_max_score"], r["skipped_points"]) for r in results.values()}
+    graded = results["stub"]
+    skipped = sum(t["max_points"] for t in graded["questions"][0]["tests"] if t["outcome"] == "skipped")
+    assert skipped > 0 and totals == {(graded["full_max_score"] - skipped, graded["full_max_score"], skipped)}
+    for result in results.values():
+        (question,) = result["questions"]
+        assert (question["max_score"], question["skipped_points"]) == (result["max_score"], skipped)
+    rows = list(csv.DictReader(io.StringIO((out / "grades.csv").read_text())))
+    assert {(r["max_score"], r["full_max_score"], r["skipped_points"]) for r in rows} == \
+        {(f"{graded['max_score']:g}", f"{graded['full_max_score']:g}", f"{skipped:g}")}
+    assert "need a CUDA GPU were not graded" in (out / "stub" / "feedback.md").read_text()
+
+
+def test_class_zip_and_usage_errors(tmp_path):
+    """A whole-class zip is graded like the folder; a missing or corrupt one is a one-line usage error."""
+    with zipfile.ZipFile(tmp_path / "class.zip", "w") as archive:
+        archive.writestr("class/alice/" + Q1, (SOLUTIONS / Q1).read_text())
+    run = _cli("batch", "ex4", str(tmp_path / "class.zip"), "--dry-run", "-q", "q1")
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0 and f"alice: alice: q1 <- {Q1}" in stdout, stderr
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 broken")
+    for source in ("missing.zip", "broken.zip"):
+        run = _cli("batch", "ex4", str(tmp_path / source), "--out", str(tmp_path / "out"), "-q", "q1")
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 2 and len(stderr.strip().splitlines()) == 1 and source in stderr, stderr
+
+
+def test_output_files_follow_the_umask(tmp_path):
+    from grader.report import write_atomic
+
+    old = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "a.csv", "x")
+        write_atomic(tmp_path / "b.png", b"x")
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {oct(0o640)}
+    assert not list(tmp_path.glob(".*")), "no temporary file is left behind"

@@ -25,10 +25,12 @@ def _result(learner: str, q1: float, q2: float, *, hidden: bool = True) -> dict:
         {"name": f"test_{qid}_cuda", "outcome": "skipped", "points": 0.0, "max_points": 1.0,
          "visibility": "visible", "duration_s": 0.0, "message": "needs a CUDA GPU"},
     ]
-    return {"exercise": "ex4", "learner": learner, "score": q1 + q2, "max_score": 15.0, "duration_s": 1.5,
-            "questions": [{"id": "q1", "title": "PE", "score": q1, "max_score": 10.0, "tests": tests("q1", q1, 10.0)},
-                          {"id": "q2", "title": "Encoder", "score": q2, "max_score": 5.0,
-                           "tests": tests("q2", q2, 5.0)}]}
+    return {"exercise": "ex4", "learner": learner, "status": "graded", "score": q1 + q2, "max_score": 15.0,
+            "full_max_score": 17.0, "skipped_points": 2.0, "duration_s": 1.5,
+            "questions": [{"id": "q1", "title": "PE", "score": q1, "max_score": 10.0, "full_max_score": 11.0,
+                           "skipped_points": 1.0, "tests": tests("q1", q1, 10.0)},
+                          {"id": "q2", "title": "Encoder", "score": q2, "max_score": 5.0, "full_max_score": 6.0,
+                           "skipped_points": 1.0, "tests": tests("q2", q2, 5.0)}]}
 
 
 RESULTS = {"ann": _result("ann", 10.0, 5.0), "ben": _result("ben", 0.0, 5.0), "cy": _result("cy", 10.0, 0.0)}
@@ -37,8 +39,41 @@ RESULTS = {"ann": _result("ann", 10.0, 5.0), "ben": _result("ben", 0.0, 5.0), "c
 def test_csv_reads_back():
     rows = list(csv.DictReader(io.StringIO(exports.grades_csv(RESULTS))))
     assert [r["learner"] for r in rows] == ["ann", "ben", "cy"]
-    assert rows[1] == {"learner": "ben", "q1": "0", "q2": "5", "total": "5", "max_score": "15", "status": "graded",
-                       "error": ""}
+    assert rows[1] == {"learner": "ben", "lms_id": "", "late": "", "learner_folder": "ben", "q1": "0", "q2": "5",
+                       "total": "5", "max_score": "15", "full_max_score": "17", "skipped_points": "2",
+                       "status": "graded", "error": ""}
+
+
+def test_csv_keeps_the_real_name_id_and_late_flag():
+    result = {**_result("José Ñúñez", 10.0, 5.0), "lms_id": "12345", "late": True, "learner_folder": "josenunez_12345",
+              "email": "jn@uni.edu"}
+    row = next(csv.DictReader(io.StringIO(exports.grades_csv({"josenunez_12345": result}))))
+    assert (row["learner"], row["lms_id"], row["late"], row["learner_folder"], row["email"]) == \
+        ("José Ñúñez", "12345", "yes", "josenunez_12345", "jn@uni.edu")
+
+
+def test_canvas_csv_columns():
+    missing = {**_result("Kim", 0.0, 0.0), "status": "not_submitted", "lms_id": "9"}
+    table = list(csv.reader(io.StringIO(exports.canvas_csv({**RESULTS, "kim": missing}, assignment="ex4 (77)"))))
+    assert table[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "ex4 (77)"]
+    assert table[1] == ["Points Possible", "", "", "", "", "15"]
+    assert table[2] == ["ann", "", "", "", "", "15"] and table[-1] == ["Kim", "9", "", "", "", ""]
+
+
+def test_junit_reports_skipped_tests_and_both_totals(tmp_path):
+    from junitparser import JUnitXml, Skipped
+
+    from grader.report import write_junit
+
+    write_junit(RESULTS["ben"], tmp_path / "junit.xml")
+    xml = JUnitXml.fromfile(str(tmp_path / "junit.xml"))
+    suites = {suite.name: suite for suite in xml}
+    q1 = suites["ex4.q1"]
+    skipped = [case for case in q1 if case.result and isinstance(case.result[0], Skipped)]
+    assert [case.name for case in skipped] == ["test_q1_cuda"] and skipped[0].result[0].message == "needs a CUDA GPU"
+    assert q1.skipped == 1
+    properties = {prop.name: prop.value for prop in q1.properties()}
+    assert properties == {"score": "0", "max_score": "10", "full_max_score": "11", "skipped_points": "1"}
 
 
 def test_gradescope_schema_and_visibility():
@@ -46,10 +81,12 @@ def test_gradescope_schema_and_visibility():
     document = exports.gradescope(RESULTS["ben"])
     jsonschema.validate(document, exports.GRADESCOPE_SCHEMA)
     assert document["score"] == 5.0
-    assert [t["name"] for t in document["tests"]] == ["q1 · test_q1_a", "q2 · test_q2_a"]  # skipped ones left out
+    assert [t["name"] for t in document["tests"]] == ["q1 · test_q1_a", "q1 · test_q1_cuda (skipped)",
+                                                      "q2 · test_q2_a", "q2 · test_q2_cuda (skipped)"]
     assert document["tests"][0]["output"].startswith("got 1.0") and document["tests"][0]["max_score"] == 10.0
-    assert document["tests"][1]["visibility"] == "after_due_date"
-    assert exports.gradescope(RESULTS["ben"], hidden_visibility="hidden")["tests"][1]["visibility"] == "hidden"
+    assert document["tests"][1]["max_score"] == 0 and "needs a CUDA GPU" in document["tests"][1]["output"]
+    assert document["tests"][2]["visibility"] == "after_due_date"
+    assert exports.gradescope(RESULTS["ben"], hidden_visibility="hidden")["tests"][2]["visibility"] == "hidden"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"score": "5", "tests": []}, exports.GRADESCOPE_SCHEMA)
 
@@ -83,10 +120,15 @@ def test_gradescope_command_on_an_empty_upload(tmp_path):
 def test_nbgrader_gradebook_reads_back(tmp_path):
     api = pytest.importorskip("nbgrader.api")
     url = f"sqlite:///{tmp_path / 'gradebook.db'}"
-    exports.to_nbgrader(RESULTS, url)
+    missing = {**_result("Kim Nguyen", 0.0, 0.0), "status": "not_submitted"}
+    maxima = exports.to_nbgrader({**RESULTS, "kim": missing}, url)
+    assert maxima == {"max_score": 15.0, "full_max_score": 17.0, "skipped_points": 2.0}
     exports.to_nbgrader({"ben": _result("ben", 10.0, 5.0)}, url)  # a regrade updates in place
     with api.Gradebook(url) as gradebook:
-        assert [s.id for s in gradebook.students] == ["ann", "ben", "cy"]
+        assert sorted(s.id for s in gradebook.students) == ["ann", "ben", "cy", "kim"]
+        assert gradebook.find_student("kim").first_name == "Kim Nguyen"
+        with pytest.raises(api.MissingEntry):  # who did not submit has no submission: nbgrader lists them missing
+            gradebook.find_submission("ex4", "kim")
         assignment = gradebook.find_assignment("ex4")
         assert assignment.max_score == 15.0
         assert gradebook.find_grade("q1", "ex4", "ex4", "cy").score == 10.0
@@ -103,6 +145,8 @@ def test_nbgrader_command(tmp_path):
     url = f"sqlite:///{tmp_path / 'gb.db'}"
     outcome = CliRunner().invoke(main, ["nbgrader", str(tmp_path / "results"), "--db", url])
     assert outcome.exit_code == 0, outcome.output
+    assert "3 learners written" in outcome.output and "out of 15 points; 2 points of CUDA-only tests were not " \
+        "graded (full 17)" in outcome.output
     from nbgrader.api import Gradebook
 
     with Gradebook(url) as gradebook:
