@@ -43,6 +43,9 @@ CAUSES = {  # why a learner is flagged, in the report's order -> the heading sho
 }
 FIRST_SCREEN_HINTS = 5  # misconception rows shown before the rest fold away (HTML)
 NAMES_SHOWN = 5  # learners listed in a cell before the rest fold away (HTML)
+STATUS_CAUSES = {"not_submitted": "not_submitted", "malformed": "malformed", "failed": "crash"}  # others: malformed
+STATUS_WORDS = {"not_submitted": "not submitted", "malformed": "malformed",
+                "failed": "not graded (the judge died or hung)"}
 DETAILS_SHOWN = 3  # a cause with this few flagged learners shows their details unfolded (HTML)
 
 _IMPORT_FAILED = re.compile(r"^import \S+ raised (.+)")  # plugin/judge: "import q1 raised SyntaxError: ..."
@@ -97,7 +100,10 @@ class Summary:
 
 
 def status_of(result: dict[str, Any]) -> str:
-    """``graded``, ``not_submitted`` or ``malformed`` (results written before ``status`` existed: by ``error``)."""
+    """``graded``, ``not_submitted``, ``malformed`` or ``failed`` (the batch's judge died or hung on it).
+
+    Results written before ``status`` existed: ``malformed`` when they have an ``error``.
+    """
     return result.get("status") or ("malformed" if result.get("error") else "graded")
 
 
@@ -164,7 +170,8 @@ def summarize(results: dict[str, dict[str, Any]]) -> Summary:
     for learner, result in sorted(results.items(), key=lambda item: item[0].casefold()):
         status = status_of(result)
         if status != "graded":
-            flagged[status].append(Flag(learner, [], [_shorten((result.get("error") or status).splitlines()[0])]))
+            reason = _shorten((result.get("error") or status).splitlines()[0])
+            flagged[STATUS_CAUSES.get(status, "malformed")].append(Flag(learner, [], [reason]))
             continue
         for cause, flag in _flags_of(learner, result).items():
             flagged[cause].append(flag)
@@ -238,8 +245,9 @@ def histogram_png(scores: list[float], max_score: float) -> bytes:
 
 
 def _overview(s: Summary) -> str:
-    others = ", ".join(f"{s.statuses[status]} {status.replace('_', ' ')}"
-                       for status in ("not_submitted", "malformed") if s.statuses[status])
+    order = [*STATUS_WORDS, *sorted(set(s.statuses) - set(STATUS_WORDS) - {"graded"})]
+    others = ", ".join(f"{s.statuses[status]} {STATUS_WORDS.get(status, status)}" for status in order
+                       if s.statuses[status])
     values = list(s.scores.values())
     line = f"{s.learners} learners: {s.graded} graded" + (f", {others}" if others else "")
     if values:
@@ -274,7 +282,8 @@ td,th{border-bottom:1px solid #ddd;padding:.18em .6em;text-align:left;vertical-a
 th{background:#f3f3f3;font-weight:600}td.n{white-space:nowrap;width:1%}
 .bar{display:inline-block;width:7em;height:.8em;background:#eee;vertical-align:middle;margin-right:.4em}
 .bar span{display:block;height:100%}.who{color:#444;font-size:.92em}.none{color:#888}
-details summary{cursor:pointer}details ul{margin:.2em 0;padding-left:1.4em;color:#444}ul.plain{margin:0;padding:0;list-style:none}p.more{margin:.8em 0;padding-top:.4em;border-top:2px solid #ccc}
+details summary{cursor:pointer}details ul{margin:.2em 0;padding-left:1.4em;color:#444}
+ul.plain{margin:0;padding:0;list-style:none}p.more{margin:.8em 0;padding-top:.4em;border-top:2px solid #ccc}
 code{font-size:.9em}
 """.replace("\n", "")
 
@@ -319,11 +328,11 @@ def render_html(s: Summary, png: bytes, title: str) -> str:
     """The report as one self-contained HTML page (no script; the histogram inline)."""
     e = html.escape
     out = [f"<h1>{e(title)}</h1>", f'<p class="overview">{e(_overview(s))}</p>',
-           '<h2 id="questions">Questions</h2>',
+           '<h2>Questions</h2>',
            '<table><tr><th>question</th><th>title</th><th>mean</th><th>full marks</th></tr>']
     out += [f'<tr><td class="n">{e(q.id)}</td><td>{e(q.title)}</td><td class="n">{e(_mean(q))}</td>'
             f'<td class="n">{_bar(q.full_marks)} of {q.graded}</td></tr>' for q in s.questions]
-    out.append('</table><h2 id="misconceptions">Most frequent misconceptions</h2>')
+    out.append('</table><h2>Most frequent misconceptions</h2>')
     if s.misconceptions:
         out.append("<table><tr><th>question</th><th>learners</th><th>hint shown, and to whom</th></tr>")
         out += _misconception_rows(s.misconceptions[:FIRST_SCREEN_HINTS], s.graded)
@@ -333,7 +342,7 @@ def render_html(s: Summary, png: bytes, title: str) -> str:
                        + "".join(_misconception_rows(rest, s.graded)) + "</table></details>")
     else:
         out.append('<p class="none">No misconception hint was shown.</p>')
-    out.append('<h2 id="flagged">Flagged learners, by cause</h2>'
+    out.append('<h2>Flagged learners, by cause</h2>'
                "<table><tr><th>cause</th><th>learners</th><th>who, and where</th></tr>")
     for cause, heading in CAUSES.items():
         flags = s.flagged[cause]

@@ -75,7 +75,7 @@ def test_sections_in_first_screen_order(report):
     page = (report / "report.html").read_text()
     parsed = Page(page)
     assert parsed.headings == SECTIONS
-    flagged_end = page.index("</table>", page.index('id="flagged"'))
+    flagged_end = page.index("</table>", page.index("<h2>Flagged learners, by cause</h2>"))
     assert page.index("<img") > flagged_end and page.index('id="tests"') > flagged_end, \
         "nothing tall comes before the three first-screen sections"
     markdown = (report / "report.md").read_text()
@@ -150,6 +150,14 @@ def test_many_flagged_learners_fold_behind_details(results):
     assert stub_row.count("<li>") == 8
     kim_row = page[page.index("Not submitted"):page.index("</tr>", page.index("Not submitted"))]
     assert "<details" not in kim_row and "<li><b>Kim</b> no submission" in kim_row
+
+
+def test_a_submission_the_batch_gave_up_on_is_flagged_as_a_crash(results):
+    gave_up = {**results["Kim Nguyen"], "status": "failed", "error": "the judge did not answer within 600 s"}
+    summary = class_report.summarize({"Ada": results["Ada Lovelace"], "Max": gave_up})
+    assert [(f.learner, f.details) for f in summary.flagged["crash"]] == [
+        ("Max", ["the judge did not answer within 600 s"])]
+    assert "2 learners: 1 graded, 1 not graded (the judge died or hung)" in class_report.render_markdown(summary, "t")
 
 
 def test_hints_printed_by_learner_code_are_not_counted():

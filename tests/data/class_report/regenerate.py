@@ -1,8 +1,8 @@
 """Regenerate the class-report fixture: 13 learners graded for real on ex4 q1 and q4.
 
 Run from the kit root (takes a few minutes): ``python tests/data/class_report/regenerate.py
-[LEARNER ...]`` (only those learners when named). It writes ``<learner>.json`` result documents beside this file; ``tests/test_class_report.py``
-reads them. The learners: correct answers, known misconceptions (sin/cos swapped,
+[LEARNER ...]`` (only those learners when named). It writes ``<learner>.json`` result
+documents beside this file; ``tests/test_class_report.py`` reads them. The learners: correct answers, known misconceptions (sin/cos swapped,
 halves not interleaved, unbiased LayerNorm variance, reversed BatchNorm momentum),
 untouched stubs, a syntax error, a missing import, a hang, a crash, a learner whose
 name and import error are HTML, one who did not submit and one malformed upload.
