@@ -374,8 +374,13 @@ def render_html(s: Summary, png: bytes, title: str) -> str:
 
 
 def _md(text: str) -> str:
-    """Learner text made inert in a Markdown table cell (no HTML, no cell breaks)."""
-    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+    """Learner text made inert in a Markdown table cell: no HTML, links, emphasis or cell breaks."""
+    return re.sub(r"([\\`*_\[\]|])", r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
+
+
+def _md_code(text: str) -> str:
+    """A code span in a Markdown table cell (backslashes are literal there: no backquote, no pipe)."""
+    return "`" + text.replace("`", "'").replace("|", "/") + "`"
 
 
 def render_markdown(s: Summary, title: str) -> str:
@@ -397,7 +402,7 @@ def render_markdown(s: Summary, title: str) -> str:
               + " |" for cause, heading in CAUSES.items()]
     lines += ["", "## Score distribution", "", "![score distribution](report_histogram.png)",
               "", "## Tests, hardest first", "", "| question | test | passed by |", "|---|---|---|"]
-    lines += [f"| {_md(t['question'])} | `{_md(t['name'])}` | {t['pass_rate'] * 100:.0f}% of {t['graded']} |"
+    lines += [f"| {_md(t['question'])} | {_md_code(t['name'])} | {t['pass_rate'] * 100:.0f}% of {t['graded']} |"
               for t in s.tests]
     lines += ["", "## Lowest scores", "", "| learner | score |", "|---|---|"]
     lines += [f"| {_md(learner)} | {score:g} |" for learner, score in s.lowest]
