@@ -230,6 +230,15 @@ def batch_command(exercise_set, submissions, out, questions, jobs, device, force
         raise click.UsageError("-j/--jobs must be at least 1")
     if out is None and not dry_run:
         raise click.UsageError("missing option --out RESULTS (the folder the results go to)")
+    if out is not None and not dry_run:
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise click.UsageError(f"--out {out}: cannot create that folder ({error.strerror or error})") from None
+    if device != "cpu" and not dry_run:
+        from grader.grading import resolve_device
+
+        device = resolve_device(device)  # `auto` is graded (and keyed) as what it resolves to here
     try:
         people = rosters.read(roster) if roster else None
         if dry_run:
@@ -241,7 +250,7 @@ def batch_command(exercise_set, submissions, out, questions, jobs, device, force
         summary = batch.run_batch(exercise.name, Path(submissions), Path(out), questions=tuple(questions), jobs=jobs,
                                   device=device, force=force, memory_limit=int(memory_limit * 2**30),
                                   timeout=timeout, scheduler=scheduler, progress=not no_progress, people=people)
-        maxima = exports.to_nbgrader(summary.results, nbgrader_db, assignment=exercise.name) if nbgrader_db else None
+        maxima = _to_nbgrader(summary.results, nbgrader_db, exercise.name) if nbgrader_db else None
     except KeyboardInterrupt:
         kept = len(list(Path(out).glob(f"*/{batch.RESULT}"))) if out else 0
         click.echo(f"interrupted: the {kept} learners graded so far are kept in {out}/; run the same command again "
@@ -266,6 +275,20 @@ def batch_command(exercise_set, submissions, out, questions, jobs, device, force
                + (f"; nbgrader gradebook {nbgrader_db} (out of {maxima.get('max_score', 0):g})" if maxima else ""))
 
 
+def _to_nbgrader(results: dict, db_url: str, assignment: str | None) -> dict:
+    """``exports.to_nbgrader``, with a missing nbgrader or an unusable database as a usage error."""
+    from grader import exports
+
+    try:
+        return exports.to_nbgrader(results, db_url, assignment=assignment)
+    except ImportError:
+        raise click.UsageError('nbgrader is not installed: pip install -e ".[nbgrader]"') from None
+    except Exception as error:  # noqa: BLE001 - sqlalchemy's and nbgrader's errors name the database problem
+        if not type(error).__module__.startswith(("sqlalchemy", "nbgrader")):
+            raise
+        raise click.UsageError(f"nbgrader gradebook {db_url}: {str(error).splitlines()[0]}") from None
+
+
 @main.command("nbgrader")
 @click.argument("results_folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--db", "db_url", default="sqlite:///gradebook.db", show_default=True, help="nbgrader gradebook URL.")
@@ -284,10 +307,7 @@ def nbgrader_command(results_folder, db_url, assignment):
             raise click.UsageError(f"{path} is not a result document ({error}): run `grade batch` again") from None
     if not results:
         raise click.UsageError(f"{results_folder} holds no <learner>/result.json: run `grade batch` first")
-    try:
-        maxima = exports.to_nbgrader(results, db_url, assignment=assignment)
-    except ImportError:
-        raise click.UsageError('nbgrader is not installed: pip install -e ".[nbgrader]"') from None
+    maxima = _to_nbgrader(results, db_url, assignment)
     skipped = f"; {maxima['skipped_points']:g} points of CUDA-only tests were not graded " \
               f"(full {maxima['full_max_score']:g})" if maxima.get("skipped_points") else ""
     click.echo(f"{len(results)} learners written to {db_url}, out of {maxima.get('max_score', 0):g} points{skipped}")
@@ -313,14 +333,8 @@ def gradescope_command(exercise_set, questions, submission_dir, results_path, de
     selected = exercise.select(tuple(questions))
     if not Path(submission_dir).exists():
         raise click.UsageError(f"submission folder {submission_dir} does not exist")
-    device = grading.resolve_device(device)
-    try:
-        result = autograder.grade_upload(exercise, selected, Path(submission_dir), device=device,
-                                         memory_limit=int(memory_limit * 2**30))
-    except Exception as error:  # noqa: BLE001 - a bug in the kit: one line, never a traceback
-        click.echo(f"internal error in the grading kit (not the submission): {type(error).__name__}: {error}",
-                   err=True)
-        sys.exit(EXIT_KIT_BUG)
+    result = autograder.grade_upload(exercise, selected, Path(submission_dir), device=grading.resolve_device(device),
+                                     memory_limit=int(memory_limit * 2**30))
     exports.write_gradescope(result, results_path, hidden_visibility=hidden_visibility)
     click.echo(f"{result['score']:g}/{result['max_score']:g} points; Gradescope results in {results_path}")
 
@@ -340,11 +354,7 @@ def gradescope_build_command(exercise_set, out, questions, force):
         raise click.UsageError(f"{out}: the autograder is a zip file; name it *.zip")
     if Path(out).exists() and not force:
         raise click.UsageError(f"{out} exists (use --force to replace it)")
-    try:
-        summary = autograder.build_autograder(exercise, selected, Path(out))
-    except Exception as error:  # noqa: BLE001 - a bug in the kit or its install: one line, never a traceback
-        click.echo(f"internal error in the grading kit: {type(error).__name__}: {error}", err=True)
-        sys.exit(EXIT_KIT_BUG)
+    summary = autograder.build_autograder(exercise, selected, Path(out))
     skipped = summary["points"] - summary["cpu_points"]
     click.echo(f"{out}: Gradescope autograder for {exercise.name} {' '.join(summary['questions'])} "
                f"({summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB). Set the assignment's autograder "

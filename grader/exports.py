@@ -175,14 +175,13 @@ def gradescope(result: dict[str, Any], *, hidden_visibility: str = "after_due_da
             tests.append(entry)
     skipped = [t for q in result["questions"] for t in q["tests"] if t["outcome"] == "skipped"]
     where = {"cpu": " on the CPU", "cuda": " on a CUDA GPU"}.get(result.get("device", ""), "")
-    lines = [f"{result['exercise']}: {result['score']:g}/{result['max_score']:g} points graded{where}"]
+    lines = [f"Your submission could not be graded: {result['error']}"] if result.get("error") else []
+    lines.append(f"{result['exercise']}: {result['score']:g}/{result['max_score']:g} points graded{where}")
     full = result.get("full_max_score", result["max_score"] + sum(t["max_points"] for t in skipped))
     if full != result["max_score"]:
         reason = f" ({skipped[0]['message']})" if skipped else ""
         lines.append(f"{full - result['max_score']:g} more points{reason} are not graded here: "
                      f"the full total is {full:g}.")
-    if result.get("error"):
-        lines.append(f"Your submission could not be graded: {result['error']}")
     lines += [f"{q['id']} {q['title']}: {q['score']:g}/{q['max_score']:g}" for q in result["questions"]]
     return {
         "score": float(result["score"]),

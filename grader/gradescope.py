@@ -11,7 +11,7 @@ files are read from wherever the kit is installed, so an editable checkout and a
 wheel install build the same zip.
 
 ``answer_folder`` finds the learner's answers in ``/autograder/submission``:
-files at its top, a folder (any depth), or one zip (unpacked; any depth inside).
+files at its top, a folder (any depth), or a zip (any depth inside).
 """
 
 from __future__ import annotations
@@ -178,27 +178,15 @@ def build_autograder(exercise: ExerciseSet, questions: tuple[Question, ...], out
 def answer_folder(upload: Path, scratch: Path) -> Path:
     """The folder with the learner's ``q*.py`` files in Gradescope's submission folder ``upload``.
 
-    The learner may upload the files themselves, a folder holding them (any depth),
-    or one zip of either (unpacked into ``scratch``). ``upload`` may also be a zip file.
+    Learners upload the files themselves, a folder holding them (any depth), or a zip
+    of either (unpacked into ``scratch``); ``upload`` may also be a zip file.
 
     Raises:
         submissions.MalformedSubmission: nothing gradable; the message says why, in the learner's terms.
     """
     upload = Path(upload)
-    entry = submissions.Entry("submission", upload, "folder" if upload.is_dir() else "zip")
-    try:
-        return submissions.materialize(entry, scratch / "upload")
-    except submissions.MalformedSubmission:
-        archives = sorted(p for p in upload.rglob("*.zip")
-                          if not any(part.startswith((".", "__")) for part in p.relative_to(upload).parts)
-                          ) if upload.is_dir() else []
-        if not archives:
-            raise
-    if len(archives) > 1:
-        names = ", ".join(str(p.relative_to(upload)) for p in archives)
-        raise submissions.MalformedSubmission(f"the upload holds {len(archives)} zip files ({names}) and no q*_*.py "
-                                              "files: upload one zip, or the q*_*.py files themselves")
-    return submissions.materialize(submissions.Entry("submission", archives[0], "zip"), scratch / "zip")
+    return submissions.materialize(submissions.Entry("submission", upload, "folder" if upload.is_dir() else "zip"),
+                                   scratch)
 
 
 def grade_upload(exercise: ExerciseSet, questions: tuple[Question, ...], upload: Path, *, device: str,
@@ -214,6 +202,7 @@ def grade_upload(exercise: ExerciseSet, questions: tuple[Question, ...], upload:
         try:
             folder = answer_folder(upload, Path(scratch))
         except submissions.MalformedSubmission as error:
-            points = grading.collect_points(exercise, device)
-            return malformed_result(exercise.name, [(q.id, q.title) for q in questions], points, str(error))
+            return malformed_result(exercise.name, [(q.id, q.title) for q in questions],
+                                    grading.collect_points(exercise), str(error),
+                                    graded_points=grading.collect_points(exercise, device))
         return grading.grade(exercise, questions, folder, device=device, memory_limit=memory_limit)

@@ -70,7 +70,7 @@ def test_actionlint_catches_the_old_template():
 
 
 def check_github_jobs(text: str) -> None:
-    """One CPU job and one opt-in GPU job, each grading once (`--require-cuda` on the GPU only) and publishing its JUnit."""
+    """One CPU job and one opt-in GPU job; each grades once (`--require-cuda` on the GPU only), publishes its JUnit."""
     jobs = yaml.safe_load(text)["jobs"]
     kinds = {}
     for name, job in jobs.items():
