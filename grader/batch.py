@@ -25,6 +25,7 @@ every learner already written, and raises ``KeyboardInterrupt``: a rerun resumes
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -316,9 +317,14 @@ def ask(judge: Judge, request: dict[str, Any], options: Options) -> dict[str, An
 
 def _modules(options: Options) -> dict[str, str]:
     """Question id → module of the questions graded (``q1`` → ``q1_positional_encoding``)."""
+    return dict(_question_modules(options.exercise, tuple(options.questions)))
+
+
+@functools.lru_cache(maxsize=8)
+def _question_modules(exercise: str, questions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     from grader import exercises
 
-    return {q.id: q.module for q in exercises.load(options.exercise).select(options.questions)}
+    return tuple((q.id, q.module) for q in exercises.load(exercise).select(questions))
 
 
 def feedback_markdown(result: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -229,7 +230,8 @@ def to_nbgrader(results: dict[str, dict[str, Any]], db_url: str, *, assignment: 
             graded, full = maxima.get(question["id"], (0.0, 0.0))
             maxima[question["id"]] = (max(graded, float(question["max_score"])),
                                       max(full, float(question.get("full_max_score", question["max_score"]))))
-    with Gradebook(db_url) as gradebook:
+    with warnings.catch_warnings(), Gradebook(db_url) as gradebook:
+        warnings.filterwarnings("ignore", module="nbgrader")  # nbgrader's own SQLAlchemy session warnings
         gradebook.update_or_create_assignment(assignment)
         gradebook.update_or_create_notebook(notebook, assignment)
         for qid, (points, _) in maxima.items():
