@@ -22,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import EXERCISES, SOLUTIONS, grade  # noqa: E402
 
-from grader import exercises  # noqa: E402
+from grader import exercises, grading  # noqa: E402
 from grader.batch import malformed_result  # noqa: E402
 
 Q1, Q4 = "q1_positional_encoding.py", "q4_normalization.py"
@@ -61,17 +61,6 @@ def file_name(learner: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", learner).strip("_") + ".json"
 
 
-def with_totals(result: dict) -> dict:
-    """The result in the batch's schema: ``full_max_score`` and ``skipped_points`` beside each ``max_score``."""
-    for block in result["questions"]:
-        block["skipped_points"] = round(sum(t["max_points"] for t in block["tests"] if t["outcome"] == "skipped"), 4)
-        block["full_max_score"] = round(block["max_score"] + block["skipped_points"], 4)
-    result["skipped_points"] = round(sum(b["skipped_points"] for b in result["questions"]), 4)
-    result["full_max_score"] = round(result["max_score"] + result["skipped_points"], 4)
-    result.setdefault("status", "graded")
-    return result
-
-
 def main(names: list[str]) -> None:
     for learner in names:
         if learner not in LEARNERS:
@@ -89,18 +78,17 @@ def main(names: list[str]) -> None:
                     text = text.replace(old, new)
                 (folder / name).write_text(text)
             limits = {"time_limit": TIME_LIMITS[learner]} if learner in TIME_LIMITS else {}
-            result = with_totals(grade(folder, "q1", "q4", **limits))
+            result = grade(folder, "q1", "q4", **limits)
             result.update(submission=f"submissions/{folder.name}", learner=learner)
             (HERE / file_name(learner)).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     if names:
         return
     exercise = exercises.load("ex4")
     titles = [(q.id, q.title) for q in exercise.select(("q1", "q4"))]
-    model = json.loads((HERE / file_name("Ada Lovelace")).read_text())
-    points = {q["id"]: q["max_score"] for q in model["questions"]}
+    points, cpu_points = grading.collect_points(exercise), grading.collect_points(exercise, "cpu")
     for learner, status, reason in [("Kim Nguyen", "not_submitted", "no submission (listed in the roster)"),
                                     ("Leo Brandt", "malformed", "leo_brandt.zip is not a readable zip archive")]:
-        result = with_totals(malformed_result("ex4", titles, points, reason, status=status))
+        result = malformed_result("ex4", titles, points, reason, status=status, graded_points=cpu_points)
         result["learner"] = learner
         (HERE / file_name(learner)).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 
