@@ -191,14 +191,27 @@ def test_live_messages_are_classified(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (apt-get install chromium)")
-def test_report_renders_in_headless_chromium(report, tmp_path):
+def test_first_screen_in_headless_chromium(report, tmp_path):
+    """At 1280x900 the page is not blank, and the line after the three sections is on screen.
+
+    A copy of the page paints that line ("Further down: ...") magenta; the screenshot must show it.
+    """
     from PIL import Image
 
-    shot = tmp_path / "report.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1280,900", (report / "report.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
-    with Image.open(shot) as image:
+    page = (report / "report.html").read_text()
+    marked = tmp_path / "marked.html"
+    marked.write_text(page.replace("</style>", "p.more{background:#ff00ff}</style>"))
+    shots = {}
+    for name, html_file in {"report": report / "report.html", "marked": marked}.items():
+        shots[name] = tmp_path / f"{name}.png"
+        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shots[name]}",
+                        "--window-size=1280,900", html_file.as_uri()], check=True, capture_output=True, timeout=120)
+    with Image.open(shots["report"]) as image:
         assert image.size == (1280, 900)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 50, "the screenshot is (nearly) one colour"
+    assert (255, 0, 255) not in {colour for _, colour in colours or []}
+    with Image.open(shots["marked"]) as image:
+        magenta = sum(count for count, colour in image.convert("RGB").getcolors(maxcolors=1 << 20)
+                      if colour == (255, 0, 255))
+    assert magenta > 1000, "the three first-screen sections do not fit in 1280x900"
