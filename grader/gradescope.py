@@ -36,8 +36,8 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same kit always give
 SETUP_SH = """\
 #!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image (Ubuntu 22.04 or 24.04).
-# Written by `grade gradescope-build`: installs Python >= 3.11, the CPU build of torch and the kit
-# (the folder this script is in) into a virtual environment, GRADE_VENV (default /opt/grade).
+# Written by `grade gradescope-build`: installs Python >= 3.11, the CPU build of torch (from TORCH_INDEX)
+# and the kit (the folder this script is in) into a virtual environment, GRADE_VENV (default /opt/grade).
 set -euo pipefail
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${GRADE_VENV:-/opt/grade}"
@@ -53,7 +53,7 @@ fi
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --upgrade pip
 # Gradescope's machines have no GPU: the CPU build (CUDA-only tests are reported as skipped)
-"$VENV/bin/python" -m pip install "@TORCH@" --index-url https://download.pytorch.org/whl/cpu
+"$VENV/bin/python" -m pip install "@TORCH@" --index-url "${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 "$VENV/bin/python" -m pip install "$SOURCE"
 "$VENV/bin/grade" list    # fails the image build now, rather than every submission later
 """
