@@ -180,9 +180,9 @@ def gradescope(result: dict[str, Any], *, hidden_visibility: str = "after_due_da
     lines.append(f"{result['exercise']}: {result['score']:g}/{result['max_score']:g} points graded{where}")
     full = result.get("full_max_score", result["max_score"] + sum(t["max_points"] for t in skipped))
     if full != result["max_score"]:
-        reason = f" ({skipped[0]['message']})" if skipped else ""
-        lines.append(f"{full - result['max_score']:g} more points{reason} are not graded here: "
-                     f"the full total is {full:g}.")
+        reason = f" Skipped: {skipped[0]['message']}." if skipped else ""
+        lines.append(f"{full - result['max_score']:g} more points are not graded here: the full total is {full:g}."
+                     + reason)
     lines += [f"{q['id']} {q['title']}: {q['score']:g}/{q['max_score']:g}" for q in result["questions"]]
     return {
         "score": float(result["score"]),

@@ -24,8 +24,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
+
 from grader import grading, stubs, submissions
 from grader.exercises import KIT_ROOT, ExerciseSet, Question
+from grader.report import write_atomic
 
 DISTRIBUTION = "transformer-grading-kit"
 PACKAGES = ("grader", "reference", "solutions")  # copied as installed; exercises/ is generated
@@ -155,18 +158,17 @@ def build_autograder(exercise: ExerciseSet, questions: tuple[Question, ...], out
     Raises:
         FileNotFoundError: the kit is not installed whole (a package or its metadata missing).
     """
-    from grader.report import write_atomic
-
     try:
         distribution = metadata.distribution(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         raise FileNotFoundError(f"the kit's metadata ({DISTRIBUTION}) is not installed: pip install the kit") from None
-    torch = next((r for r in distribution.requires or [] if r.split(";")[0].startswith("torch")), "torch")
+    torch = next((str(r) for r in map(Requirement, distribution.requires or []) if r.name == "torch" and not r.marker),
+                 "torch")
     ids = [q.id for q in questions]
     arguments = " ".join([exercise.name, *(ids if len(questions) < len(exercise.questions) else [])])
     files = _kit_files()
     files["pyproject.toml"] = _pyproject(distribution).encode()
-    files["setup.sh"] = SETUP_SH.replace("@TORCH@", torch.split(";")[0]).encode()
+    files["setup.sh"] = SETUP_SH.replace("@TORCH@", torch).encode()
     files["run_autograder"] = RUN_AUTOGRADER.replace("@ARGS@", arguments).encode()
     content = _zip_bytes(files, executables={"setup.sh", "run_autograder"})
     write_atomic(Path(out), content)

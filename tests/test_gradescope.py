@@ -199,7 +199,7 @@ def test_results_json_lists_skipped_tests_and_honest_totals():
     assert sum(t["max_score"] for t in document["tests"]) == 3.0
     assert document["output"].splitlines()[:2] == [
         "ex4: 2/3 points graded on the CPU",
-        "1.5 more points (needs a CUDA GPU (grading on cpu)) are not graded here: the full total is 4.5."]
+        "1.5 more points are not graded here: the full total is 4.5. Skipped: needs a CUDA GPU (grading on cpu)."]
 
 
 def test_schema_rejects_what_gradescope_does_not_document():
