@@ -568,10 +568,11 @@ def _grade(tasks: list[Task], options: Options, out: Path, summary: Summary, *, 
                 summary.failed.append(task.entry.learner)
             bar.update(handle, advance=1, failed=len(summary.failed))
 
-    with bar:
-        if scheduler:
-            from grader import cluster
+    if scheduler:
+        from grader import cluster
 
-            cluster.run(tasks, options, scheduler, on_result)
-        else:
+        with cluster.connect(scheduler) as client, bar:  # connected (or a usage error) before the bar shows
+            cluster.run(tasks, options, client, on_result)
+    else:
+        with bar:
             _run_local(tasks, options, jobs, out, on_result)

@@ -253,8 +253,8 @@ def batch_command(exercise_set, submissions, out, questions, jobs, device, force
         maxima = _to_nbgrader(summary.results, nbgrader_db, exercise.name) if nbgrader_db else None
     except KeyboardInterrupt:
         kept = len(list(Path(out).glob(f"*/{batch.RESULT}"))) if out else 0
-        click.echo(f"interrupted: the {kept} learners graded so far are kept in {out}/; run the same command again "
-                   "to resume (only the others are graded)", err=True)
+        click.echo(f"interrupted: {kept} learner{'s' if kept != 1 else ''} graded so far kept in {out}/; run the same "
+                   "command again to resume (only the others are graded)", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except (FileNotFoundError, rosters.RosterError, layouts.MalformedSubmission) as error:
         raise click.UsageError(str(error)) from None

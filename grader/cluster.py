@@ -111,36 +111,34 @@ def connect(scheduler: str):
                                f"({reason[:200]}): is `dask scheduler` running there?") from None
 
 
-def run(tasks: list[batch.Task], options: batch.Options, scheduler: str,
+def run(tasks: list[batch.Task], options: batch.Options, client,
         on_result: Callable[[batch.Task, dict], None]) -> None:
-    """Grade ``tasks`` on the cluster at ``scheduler``, calling ``on_result`` as each finishes.
+    """Grade ``tasks`` on the cluster of ``client`` (from :func:`connect`), calling ``on_result`` as each finishes.
 
     Raises:
-        click.UsageError: the scheduler cannot be reached.
         KeyboardInterrupt: interrupted; the tasks still queued are cancelled.
     """
     from distributed import as_completed
 
     kit = submissions.kit_hash(options.exercise, options.questions, options.device)
-    with connect(scheduler) as client:
-        futures: dict[Any, tuple[batch.Task, list[str]]] = {}
-        try:
-            with tempfile.TemporaryDirectory(prefix="grade-pack-") as scratch:
-                for task in tasks:
-                    request, notes = batch.prepare(task, options, Path(scratch) / task.entry.learner)
-                    if request["op"] == "malformed":
-                        future = client.submit(settle, request, vars(options), pure=False)
-                    else:
-                        future = client.submit(grade_packed, task.entry.learner, pack(Path(request["folder"])),
-                                               vars(options), kit, key=f"grade-{task.entry.learner}-{task.key[:12]}",
-                                               pure=False)
-                    futures[future] = (task, notes)
-            for future in as_completed(futures):
-                task, notes = futures[future]
-                result = future.result()
-                if notes:
-                    result["submission_notes"] = notes
-                on_result(task, result)
-        except BaseException:
-            client.cancel(list(futures))
-            raise
+    futures: dict[Any, tuple[batch.Task, list[str]]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="grade-pack-") as scratch:
+            for task in tasks:
+                request, notes = batch.prepare(task, options, Path(scratch) / task.entry.learner)
+                if request["op"] == "malformed":
+                    future = client.submit(settle, request, vars(options), pure=False)
+                else:
+                    future = client.submit(grade_packed, task.entry.learner, pack(Path(request["folder"])),
+                                           vars(options), kit, key=f"grade-{task.entry.learner}-{task.key[:12]}",
+                                           pure=False)
+                futures[future] = (task, notes)
+        for future in as_completed(futures):
+            task, notes = futures[future]
+            result = future.result()
+            if notes:
+                result["submission_notes"] = notes
+            on_result(task, result)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
