@@ -135,6 +135,9 @@ def render(result: dict[str, Any], console: Console, *, verbose: bool = False) -
             console.print(f"  {qid} {escape(name)}: {escape(shown)}")
     skipped = [t for q in result["questions"] for t in q["tests"] if t["outcome"] == "skipped"]
     if skipped and not verbose:
-        console.print(f"\n[dim]{len(skipped)} tests skipped: {escape(skipped[0]['message'])}[/]")
+        points = result.get("skipped_points", sum(t["max_points"] for t in skipped))
+        console.print(f"\n[dim]{len(skipped)} tests skipped ({points:g} points, not graded here: "
+                      f"{result.get('full_max_score', result['max_score'] + points):g} in all): "
+                      f"{escape(skipped[0]['message'])}[/]")
     console.print(f"\n[bold]Total: {result['score']:g}/{result['max_score']:g}[/]"
                   f"  [dim]({result.get('duration_s', 0):.1f} s)[/]")

@@ -7,7 +7,8 @@ The layouts recognised, mixed freely in one folder:
   one learner per user id, their files (or a zip among them) graded together.
 - **Moodle** "Download all submissions": a folder per learner,
   ``<Full Name>_<participant id>_assignsubmission_file_/``, holding the files or a zip
-  (``_assignsubmission_onlinetext_`` folders are ignored).
+  (``_assignsubmission_onlinetext_`` folders are ignored); or, downloaded without
+  folders, flat files ``<Full Name>_<participant id>_assignsubmission_file_<file>``.
 - **nbgrader**: ``submitted/<learner>/<assignment>/``.
 - **plain**: a folder or a ``.zip`` per learner, named by the learner (``alice/``, ``bob.zip``,
   ``José Ñúñez (late)/``; a trailing ``(late)`` is the late flag).
@@ -44,6 +45,7 @@ CANVAS = re.compile(r"^(?P<name>[^_/]+?)_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<sub
                     re.IGNORECASE)
 CANVAS_COPY = re.compile(r"^(?P<stem>.+?)-(?P<copy>\d+)(?P<suffix>\.[A-Za-z0-9]+)$")  # q1_pe-2.py: 2nd resubmission
 MOODLE = re.compile(r"^(?P<name>.+)_(?P<id>\d+)_assignsubmission_(?P<plugin>[a-z]+)_?$")
+MOODLE_FILE = re.compile(r"^(?P<name>.+?)_(?P<id>\d+)_assignsubmission_file_(?P<file>.+)$")  # without folders
 LATE = re.compile(r"^(?P<name>.+?)[\s_-]*\(late\)$", re.IGNORECASE)
 IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 
@@ -164,13 +166,15 @@ def discover(root: Path, exercise: str) -> list[Entry]:
             entries.append(Entry(learner_id(learner.name), folder, "folder" if folder.is_dir() else "file",
                                  name=learner.name, lms_id=learner.name, lms="nbgrader"))
         return _unique_keys(entries)
-    canvas: dict[str, list[tuple[re.Match, Path]]] = {}
+    flat: dict[tuple[str, str], list[tuple[re.Match, Path]]] = {}  # (lms, id) -> that learner's files
     entries = []
     for path in sorted(root.iterdir()):
         if path.name.startswith((".", "_")) or path.name in IGNORED:
             continue
-        if path.is_file() and (match := CANVAS.match(path.name)):
-            canvas.setdefault(match["id"], []).append((match, path))
+        if path.is_file() and (match := MOODLE_FILE.match(path.name)):
+            flat.setdefault(("moodle", match["id"]), []).append((match, path))
+        elif path.is_file() and (match := CANVAS.match(path.name)):
+            flat.setdefault(("canvas", match["id"]), []).append((match, path))
         elif path.is_dir() and (match := MOODLE.match(path.name)):
             if match["plugin"] == "file":
                 entries.append(Entry(f"{slug(match['name']) or 'learner'}_{match['id']}", path, "folder",
@@ -181,13 +185,14 @@ def discover(root: Path, exercise: str) -> list[Entry]:
             late = LATE.match(stem)
             name = late["name"] if late else stem
             entries.append(Entry(learner_id(name), path, kind, name=name, lms_id="", late=bool(late)))
-    for user_id, files in sorted(canvas.items()):
-        entries.extend(_canvas_learners(root, user_id, files))
+    for (lms, user_id), files in sorted(flat.items()):
+        entries.extend(_flat_learners(root, lms, user_id, files))
     return _unique_keys(_flag_shared_ids(entries))
 
 
-def _canvas_learners(root: Path, user_id: str, files: list[tuple[re.Match, Path]]) -> list[Entry]:
-    """The Canvas learner(s) of one user id; several names under one id each get the problem."""
+def _flat_learners(root: Path, lms: str, user_id: str, files: list[tuple[re.Match, Path]]) -> list[Entry]:
+    """The learner(s) of one user id among flat files (Canvas, or Moodle without folders); several
+    names under one id each get the problem. Canvas's ``-N`` copies: the highest is graded."""
     by_name: dict[str, list[tuple[re.Match, Path]]] = {}
     for match, path in files:
         by_name.setdefault(match["name"], []).append((match, path))
@@ -197,7 +202,7 @@ def _canvas_learners(root: Path, user_id: str, files: list[tuple[re.Match, Path]
         notes = []
         for match, path in own:
             original = match["file"]
-            copy = CANVAS_COPY.match(original)
+            copy = CANVAS_COPY.match(original) if lms == "canvas" else None
             target, number = (copy["stem"] + copy["suffix"], int(copy["copy"])) if copy else (original, 0)
             previous = chosen.get(target)
             if previous is None or number > previous[0]:
@@ -207,7 +212,7 @@ def _canvas_learners(root: Path, user_id: str, files: list[tuple[re.Match, Path]
             else:
                 notes.append(f"{path.name} is an older copy of {target}: graded {previous[1].name}")
         learners.append(Entry(f"{slug(name) or 'learner'}_{user_id}", root, "files", name=name, lms_id=user_id,
-                              late=any(m["late"] for m, _ in own), lms="canvas",
+                              late=any(m.groupdict().get("late") for m, _ in own), lms=lms,
                               files=tuple(sorted((t, p) for t, (_, p) in chosen.items())), notes=tuple(notes)))
     return learners
 

@@ -104,6 +104,19 @@ def test_moodle_folders_with_a_zip_or_files(tmp_path):
     assert submissions.plan_files(emile, folder, MODULES).questions == {"q1": Q1}
 
 
+def test_moodle_flat_files_without_folders(tmp_path):
+    (tmp_path / f"José Ñúñez_56_assignsubmission_file_{Q1}").write_text(SOLUTION)
+    (tmp_path / "José Ñúñez_56_assignsubmission_file_report.pdf").write_bytes(b"%PDF")
+    (tmp_path / f"Ann Lee_57_assignsubmission_file_{Q1}").write_text(STUB)
+    entries = submissions.discover(tmp_path, "ex4")
+    assert [(e.learner, e.name, e.lms_id, e.lms, len(e.files)) for e in entries] == [
+        ("Ann_Lee_57", "Ann Lee", "57", "moodle", 1), ("Jose_Nunez_56", "José Ñúñez", "56", "moodle", 2)]
+    jose = entries[1]
+    plan = submissions.plan_files(jose, submissions.materialize(jose, tmp_path / "scratch"), MODULES)
+    assert plan.questions == {"q1": f"José Ñúñez_56_assignsubmission_file_{Q1}"}
+    assert any("report.pdf matches no question" in note for note in plan.notes)
+
+
 def test_plain_entries_keep_the_real_name_and_the_late_flag(tmp_path):
     (tmp_path / "José Ñúñez (late)").mkdir()
     (tmp_path / "José Ñúñez (late)" / Q1).write_text(SOLUTION)
