@@ -90,6 +90,7 @@ def serve() -> None:
         except BaseException as error:  # noqa: BLE001 - reported to the batch, which records it
             if isinstance(error, KeyboardInterrupt):
                 raise
+            traceback.print_exc()  # into the judge's log (RESULTS/.logs/judge-N.log)
             reply = {"error": f"{type(error).__name__}: {error}\n{traceback.format_exc()[-3000:]}"}
         replies.write(json.dumps(reply) + "\n")
 
@@ -311,7 +312,8 @@ def ask(judge: Judge, request: dict[str, Any], options: Options) -> dict[str, An
     except JudgeFailed as error:
         reply = judge.ask(_malformed_request(options, str(error), status="failed"), options.timeout)
     if "ok" not in reply:
-        raise RuntimeError(f"internal error in the grading kit: {reply['error'].splitlines()[0]}")
+        raise RuntimeError(f"a judge failed ({reply['error'].splitlines()[0]}); its traceback is in "
+                           "RESULTS/.logs/judge-N.log")
     return reply["ok"]
 
 
