@@ -291,8 +291,6 @@ def nbgrader_command(results_folder, db_url, assignment):
     """Put the scores of a batch's results folder into an nbgrader gradebook."""
     import json
 
-    from grader import exports
-
     results = {}
     for path in sorted(Path(results_folder).glob("*/result.json")):
         try:

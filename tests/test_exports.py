@@ -45,8 +45,8 @@ def test_csv_reads_back():
 
 
 def test_csv_keeps_the_real_name_id_and_late_flag():
-    result = {**_result("José Ñúñez", 10.0, 5.0), "lms_id": "12345", "late": True, "learner_folder": "josenunez_12345",
-              "email": "jn@uni.edu"}
+    result = {**_result("José Ñúñez", 10.0, 5.0), "lms_id": "12345", "late": True,
+              "learner_folder": "josenunez_12345", "email": "jn@uni.edu"}
     row = next(csv.DictReader(io.StringIO(exports.grades_csv({"josenunez_12345": result}))))
     assert (row["learner"], row["lms_id"], row["late"], row["learner_folder"], row["email"]) == \
         ("José Ñúñez", "12345", "yes", "josenunez_12345", "jn@uni.edu")

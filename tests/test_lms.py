@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import batch, roster, submissions
+from grader import roster, submissions
 
 ROOT = Path(__file__).resolve().parent.parent
 Q1 = "q1_positional_encoding.py"
