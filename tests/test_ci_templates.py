@@ -1,4 +1,4 @@
-"""The CI templates of ci/ run as shipped: actionlint for GitHub, a job check for GitLab, `--require-cuda`.
+"""The CI templates of ci/ run as shipped: actionlint for GitHub, GitLab's schema and a job check, `--require-cuda`.
 
 Every `grade` command in a template is parsed by the real CLI, the GPU jobs grade with
 `--require-cuda` (so they cannot pass by skipping) and the CPU jobs without it, and each
@@ -155,6 +155,21 @@ def check_gitlab_jobs(text: str) -> None:
 
 def test_gitlab_template_jobs():
     check_gitlab_jobs(GITLAB.read_text())
+
+
+def gitlab_schema_errors(path: Path) -> str:
+    """What GitLab's own CI schema (vendored by check-jsonschema) finds wrong in ``path``; empty when valid."""
+    pytest.importorskip("check_jsonschema", reason="check-jsonschema is not installed (pip install check-jsonschema)")
+    outcome = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci",
+                              "--color", "never", str(path)], capture_output=True, text=True, timeout=60)
+    return "" if outcome.returncode == 0 else outcome.stdout + outcome.stderr
+
+
+def test_gitlab_template_matches_gitlab_schema(tmp_path):
+    assert gitlab_schema_errors(GITLAB) == ""
+    broken = tmp_path / "broken.gitlab-ci.yml"
+    broken.write_text(GITLAB.read_text().replace("    - if: $GPU_RUNNER", "    if: $GPU_RUNNER"))
+    assert "rules" in gitlab_schema_errors(broken)
 
 
 @pytest.mark.parametrize("old, new", [("--device cuda --require-cuda", "--device cuda"),
