@@ -562,7 +562,7 @@ def _grade(tasks: list[Task], options: Options, out: Path, summary: Summary, *, 
     def on_result(task: Task, result: dict[str, Any]) -> None:
         result.update(task.entry.identity())
         result["batch"] = {"key": task.key, "submission_hash": task.submission_hash,
-                           "entry": task.entry.path.name, "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                           "entry": task.entry.source, "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_learner(out, task.entry.learner, result)
         with lock:
             summary.graded.append(task.entry.learner)

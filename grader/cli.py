@@ -311,11 +311,13 @@ def nbgrader_command(results_folder, db_url, assignment):
 @click.option("--submission-dir", type=click.Path(path_type=Path), default=Path("/autograder/submission"),
               show_default=True, help="The learner's upload: q*_*.py files, a folder or a zip (or a zip file).")
 @click.option("--results", "results_path", type=click.Path(path_type=Path),
-              default=Path("/autograder/results/results.json"), show_default=True)
+              default=Path("/autograder/results/results.json"), show_default=True,
+              help="Where to write Gradescope's results.json.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--hidden-visibility", type=click.Choice(["hidden", "after_due_date", "after_published", "visible"]),
               default="after_due_date", show_default=True, help="Gradescope visibility of hidden-marked tests.")
-@click.option("--memory-limit", type=float, default=4.0, show_default=True)
+@click.option("--memory-limit", type=float, default=4.0, show_default=True,
+              help="GiB the worker running the learner's code may grow by.")
 def gradescope_command(exercise_set, questions, submission_dir, results_path, device, hidden_visibility, memory_limit):
     """Run as a Gradescope autograder: grade the upload, write results.json."""
     from grader import exports, grading
@@ -325,6 +327,7 @@ def gradescope_command(exercise_set, questions, submission_dir, results_path, de
     selected = exercise.select(tuple(questions))
     if not Path(submission_dir).exists():
         raise click.UsageError(f"submission folder {submission_dir} does not exist")
+    results_path = writable_file(results_path, "--results")
     result = autograder.grade_upload(exercise, selected, Path(submission_dir), device=grading.resolve_device(device),
                                      memory_limit=int(memory_limit * 2**30))
     exports.write_gradescope(result, results_path, hidden_visibility=hidden_visibility)
@@ -346,7 +349,7 @@ def gradescope_build_command(exercise_set, out, questions, force):
         raise click.UsageError(f"{out}: the autograder is a zip file; name it *.zip")
     if Path(out).exists() and not force:
         raise click.UsageError(f"{out} exists (use --force to replace it)")
-    summary = autograder.build_autograder(exercise, selected, Path(out))
+    summary = autograder.build_autograder(exercise, selected, writable_file(Path(out), "OUT"))
     skipped = summary["points"] - summary["cpu_points"]
     click.echo(f"{out}: Gradescope autograder for {exercise.name} {' '.join(summary['questions'])} "
                f"({summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB). Set the assignment's autograder "

@@ -86,6 +86,11 @@ class Entry:
     def display_name(self) -> str:
         return self.name or self.learner
 
+    @property
+    def source(self) -> str:
+        """What the learner handed in, by name: the folder or zip, or the flat files."""
+        return ", ".join(p.name for _, p in self.files) if self.kind == "files" else self.path.name
+
     def identity(self) -> dict[str, object]:
         """The fields a result document carries about who submitted (see ``grader.batch``)."""
         return {"learner": self.display_name, "learner_folder": self.learner, "lms": self.lms,
@@ -226,7 +231,7 @@ def _flag_shared_ids(entries: list[Entry]) -> list[Entry]:
     for entry in entries:
         rivals = claims[(entry.lms, entry.lms_id or entry.display_name)]
         if len(rivals) > 1:
-            names = ", ".join(sorted(_source_name(e) for e in rivals))
+            names = ", ".join(sorted(e.source for e in rivals))
             what = f"{entry.lms} id {entry.lms_id}" if entry.lms_id else f"name {entry.display_name!r}"
             entry = replace(entry, problem=f"{len(rivals)} submissions claim the {what} ({names}): "
                                            "keep one, or rename the others, and grade again")
@@ -234,17 +239,11 @@ def _flag_shared_ids(entries: list[Entry]) -> list[Entry]:
     return flagged
 
 
-def _source_name(entry: Entry) -> str:
-    if entry.kind == "files":
-        return ", ".join(p.name for _, p in entry.files)
-    return entry.path.name
-
-
 def _unique_keys(entries: list[Entry]) -> list[Entry]:
     """Sorted by key; a key taken twice gets ``-2``, ``-3``... in order of the source names."""
     seen: dict[str, int] = {}
     unique = []
-    for entry in sorted(entries, key=lambda e: (e.learner.lower(), _source_name(e))):
+    for entry in sorted(entries, key=lambda e: (e.learner.lower(), e.source)):
         count = seen.get(entry.learner.lower(), 0) + 1
         seen[entry.learner.lower()] = count
         unique.append(entry if count == 1 else replace(entry, learner=f"{entry.learner}-{count}"))
@@ -370,8 +369,7 @@ def materialize(entry: Entry, scratch: Path) -> Path:
     source = _stage(entry, scratch)
     folder = _answer_folder(source)
     if folder is None:
-        shown = ", ".join(p.name for _, p in entry.files) if entry.kind == "files" else entry.path.name
-        raise MalformedSubmission(f"no q*_*.py answer files found in {shown}: {_describe_contents(source)}")
+        raise MalformedSubmission(f"no q*_*.py answer files found in {entry.source}: {_describe_contents(source)}")
     problems = []
     for path in sorted(folder.glob("q*.py")):
         try:
