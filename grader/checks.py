@@ -8,6 +8,8 @@ output matches a known wrong variant of the reference, a hint naming the mistake
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Any, Callable, Iterable
 
 import torch
@@ -101,17 +103,102 @@ def assert_close(got: Any, expected: torch.Tensor, what: str = "output", *, hint
         flat_got, flat_expected = got.flatten()[:4].tolist(), expected.flatten()[:4].tolist()
         detail = (
             f"values differ.\n{str(error).strip()}\n"
-            f"at index {index}: expected {expected[index].item():.6g}, got {got[index].item():.6g}\n"
+            f"largest error at index {index}: {describe_difference(got[index].item(), expected[index].item())}\n"
             f"first values: expected {[round(v, 5) for v in flat_expected]}, got {[round(v, 5) for v in flat_got]}"
         )
         _fail(what, detail, matching_hint(got, hints, **tolerance))
 
 
-def assert_allclose_number(got: Any, expected: float, what: str, *, rtol: float = 1e-6, atol: float = 1e-9) -> None:
-    """A number (int/float or 0-d tensor) within tolerance of ``expected``."""
+def describe_difference(got: float, expected: float) -> str:
+    """How far ``got`` is from ``expected``, with digits enough to see it, and float32 rounding named.
+
+    E.g. ``"'entropy' should be 1.7917594692 (float64), got 1.7917596101760864: off by 1.4e-07
+    (relative 7.9e-08) — looks like float32 precision ..."``: the caller prefixes what was checked.
+    """
+    difference = got - expected
+    relative = abs(difference) / abs(expected) if expected else math.inf
+    digits = 8 if difference == 0 else max(8, min(17, 2 - math.floor(math.log10(abs(difference) / max(abs(expected),
+                                                                                                       1e-300)))))
+    text = f"expected {expected:.{digits}g}, got {got!r}: off by {abs(difference):.2g}"
+    if math.isfinite(relative):
+        text += f" (relative {relative:.2g})"
+    if looks_like_float32(got, expected):
+        text += (" — looks like float32 precision: the value is a float32 number within a few float32 steps of "
+                 "the expected one; compute in float64 (torch.float64 / .double()) as the docstring asks")
+    return text
+
+
+def looks_like_float32(got: float, expected: float) -> bool:
+    """``got`` differs from ``expected``, is exactly a float32 number, and is within 8 float32 steps of it."""
+    if got == expected or not (math.isfinite(got) and math.isfinite(expected)) or abs(got) >= 3.4e38:
+        return False
+    step = 2.0 ** (math.frexp(expected)[1] - 24) if expected else 2.0 ** -126  # float32 spacing near expected
+    return struct.unpack("f", struct.pack("f", got))[0] == got and abs(got - expected) <= 8 * step
+
+
+def assert_allclose_number(got: Any, expected: float, what: str, *, rtol: float = 1e-6, atol: float = 1e-9,
+                           hint: str | None = None) -> None:
+    """A number (int/float or 0-d tensor) within tolerance of ``expected``.
+
+    Raises:
+        AssertionError: naming ``what``, the expected and got values, the absolute and
+            relative difference, float32 rounding when that explains it, and ``hint``.
+    """
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = got.item()
     if not isinstance(got, (int, float)) or isinstance(got, bool):
         _fail(what, f"expected a number, got {type(got).__name__}")
-    if abs(got - expected) > atol + rtol * abs(expected):
-        _fail(what, f"expected {expected:.6g}, got {got:.6g}")
+    if math.isnan(got) and not math.isnan(expected):
+        _fail(what, f"expected {expected!r}, got nan", hint)
+    if not abs(got - expected) <= atol + rtol * abs(expected):
+        _fail(what, describe_difference(float(got), float(expected)), hint)
+
+
+# --------------------------------------------------------------------------- dropout in train mode
+
+
+def assert_dropout_in_train_mode(train: Any, evaluation: torch.Tensor, what: str, *, p: float, site: str,
+                                 on_output: bool = False, unbiased: bool = False) -> None:
+    """``train`` (the output in train mode, dropout ``p`` at ``site``) shows that dropout ran.
+
+    ``evaluation`` is the same module's output on the same input in eval mode. Checks:
+    the outputs differ; with ``on_output`` (dropout is the last step) a fraction near
+    ``p`` of the values is zeroed and the others are ``evaluation / (1 - p)``; with
+    ``unbiased`` (dropout feeds a linear map: the expected output equals the eval
+    output) the input holds identical samples along dim 0 and their mean is the eval
+    output within 6 standard errors.
+
+    Raises:
+        AssertionError: in the learner's terms, saying which dropout is missing or wrong.
+    """
+    assert_tensor(train, what, shape=tuple(evaluation.shape))
+    train, evaluation = train.detach().double().cpu(), evaluation.detach().double().cpu()
+    missing = (f"the output equals the eval-mode output: dropout in train mode is missing ({site} = "
+               f"nn.Dropout(p={p:g}) must be applied in forward; it zeroes values only after module.train())")
+    if torch.allclose(train, evaluation, rtol=1e-5, atol=1e-6):
+        _fail(what, missing)
+    if on_output:
+        live = evaluation != 0  # (values the eval output does not already zero)
+        zeroed = float(((train == 0) & live).sum() / live.sum())
+        if abs(zeroed - p) > 0.05:
+            _fail(what, f"{zeroed:.1%} of the values are zeroed, expected about p = {p:.0%}: {site} should be "
+                        f"the last step, nn.Dropout(p) applied to the whole output")
+        kept = (train != 0) & live
+        ratio = train[kept] / evaluation[kept]
+        worst = float((ratio - 1 / (1 - p)).abs().max()) if kept.any() else 0.0
+        if worst > 1e-4:
+            _fail(what, f"the values dropout keeps should be the eval-mode values times 1/(1 - p) = {1 / (1 - p):g}; "
+                        f"a ratio is off by {worst:.3g} (median ratio {float(ratio.median()):.4g}). nn.Dropout "
+                        "rescales for you; is dropout applied before the last step, or twice?")
+    if unbiased:
+        copies = train.shape[0]
+        mean, error = train.mean(dim=0), train.std(dim=0) / math.sqrt(copies)  # over identical samples
+        gap = (mean - evaluation[0]).abs()
+        bad = gap > 6 * error + 1e-6
+        if bad.any():
+            index = tuple(int(i) for i in bad.nonzero()[0])
+            _fail(what, f"averaged over {copies} identical samples, the train-mode output should equal the "
+                        f"eval-mode output (dropout keeps the expected value), but at index {index} the mean is "
+                        f"{float(mean[index]):.5g}, the eval value {float(evaluation[0][index]):.5g}: {site} is "
+                        "not where the docstring puts it, or kept values are not scaled by 1/(1 - p) "
+                        "(nn.Dropout does both)")

@@ -57,6 +57,12 @@ BUGGY = [
     Edit("dropout always on", FILE, (
         ("return self.dropout(x)", "return nn.functional.dropout(x, self.dropout.p)"),
     ), hint="PositionalEncoding(16, 60, dropout=0.1).eval()"),
+    Edit("dropout missing", FILE, (("return self.dropout(x)", "return x"),),
+         hint="dropout in train mode is missing"),
+    Edit("dropout before the addition", FILE, (
+        ("x = x + self.pe[:, :seq_len].to(x.dtype)", "x = self.dropout(x) + self.pe[:, :seq_len].to(x.dtype)"),
+        ("return self.dropout(x)", "return x"),
+    ), hint="of the values are zeroed, expected about p = 50%"),
     Edit("pe without batch axis", FILE, (
         ("sinusoidal_table(max_len, d_model).unsqueeze(0))", "sinusoidal_table(max_len, d_model))"),
         ("self.pe[:, :seq_len]", "self.pe[:seq_len]"),

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grader.checks import assert_close, assert_tensor, hints_for, matching_hint
+from grader.checks import assert_close, assert_dropout_in_train_mode, assert_tensor, hints_for, matching_hint
 from grader.judge import LearnerError
 from reference.positional_encoding import PositionalEncoding, sinusoidal_table
 
@@ -112,7 +112,7 @@ def test_table_rejects_bad_sizes(learner):
 # --------------------------------------------------------------------------- PositionalEncoding
 
 
-@pytest.mark.points(1.5)
+@pytest.mark.points(1)
 def test_module_adds_table_batch_first(learner, device):
     d_model, max_len, batch, seq_len = 16, 60, 3, 20
     x = torch.randn(batch, seq_len, d_model, device=device)  # (batch, seq_len, d_model)
@@ -131,6 +131,27 @@ def test_module_adds_table_batch_first(learner, device):
     assert_close(got, expected, f"PositionalEncoding({d_model}, {max_len}, dropout=0.1).eval() on x (3, 20, 16)",
                  hints=hints_for("PositionalEncoding", run) + hints_for("sinusoidal_table", add_table),
                  rtol=0.0, atol=1e-5)
+
+
+@pytest.mark.points(0.5)
+def test_module_dropout_in_train_mode(learner, device):
+    d_model, max_len, batch, seq_len, p = 16, 60, 32, 20, 0.5
+    x = torch.randn(batch, seq_len, d_model, device=device)  # (batch, seq_len, d_model)
+    for dropout in (p, 0.0):
+        module = learner.q1.PositionalEncoding(d_model, max_len, dropout)
+        module.to(device)
+        module.eval()
+        evaluation = module(x)
+        module.train()
+        train = module(x)
+        what = f"PositionalEncoding({d_model}, {max_len}, dropout={dropout}).train() on x {tuple(x.shape)}"
+        assert_tensor(evaluation, f"PositionalEncoding({d_model}, {max_len}, dropout={dropout}).eval() on x "
+                                  f"{tuple(x.shape)}", shape=tuple(x.shape))
+        if dropout:  # forward is dropout(x + pe): a fraction p zeroed, the rest scaled by 1 / (1 - p)
+            assert_dropout_in_train_mode(train, evaluation, what, p=p, site="PositionalEncoding.dropout",
+                                         on_output=True)
+        else:
+            assert_close(train, evaluation, f"{what} (with dropout=0.0, train mode must equal eval mode)")
 
 
 @pytest.mark.points(0.5)

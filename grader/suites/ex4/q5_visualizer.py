@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from grader.checks import assert_allclose_number
 from reference import visualizer as ref
 
 STATISTICS = ("entropy", "diag_strength", "locality")
@@ -53,13 +54,9 @@ def check_statistics(got, weights: torch.Tensor, what: str, *, rtol: float = 1e-
             value = row[stat]
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (
                 f"{what}[{h}]['{stat}']: expected a Python float, got {type(value).__name__} (use .item())")
-            if abs(value - want[stat]) > atol + rtol * abs(want[stat]):
-                message = f"{what}, head {h}, '{stat}': expected {want[stat]:.6g}, got {value:.6g}"
-                for wrong, hint in variants[stat]:
-                    if wrong is not None and h < wrong.numel() and abs(value - float(wrong[h])) <= 1e-6 * (1 + abs(value)):
-                        message += f"\nHint: {hint}"
-                        break
-                raise AssertionError(message)
+            hint = next((text for wrong, text in variants[stat] if wrong is not None and h < wrong.numel()
+                         and abs(value - float(wrong[h])) <= 1e-6 * (1 + abs(value))), None)
+            assert_allclose_number(value, want[stat], f"{what}, head {h}, '{stat}'", rtol=rtol, atol=atol, hint=hint)
 
 
 def visualizer_with(learner, layers: list[tuple[str, torch.Tensor]]):
@@ -105,14 +102,12 @@ def test_statistics_known_answers(learner):
             f"analyze_attention_patterns on {what}: expected a list with one dict (one head), got {stats!r:.200}")
         for stat, value in want.items():
             got = stats[0].get(stat)
-            ok = isinstance(got, (int, float)) and abs(got - value) <= 1e-9 + 1e-9 * abs(value)
-            if not ok:
-                hint = next((text for (name, wrong), text in hints.items()
-                             if name == stat and isinstance(got, (int, float)) and abs(got - wrong) < 1e-6), None)
-                if isinstance(got, float) and math.isnan(got):
-                    hint = "0·log 0 must count as 0 (torch.xlogy(w, w)); log(0) = −inf gives nan"
-                raise AssertionError(f"analyze_attention_patterns on {what}: '{stat}' should be {value:.6g}, "
-                                     f"got {got!r}" + (f"\nHint: {hint}" if hint else ""))
+            hint = next((text for (name, wrong), text in hints.items()
+                         if name == stat and isinstance(got, (int, float)) and abs(got - wrong) < 1e-6), None)
+            if isinstance(got, float) and math.isnan(got):
+                hint = "0·log 0 must count as 0 (torch.xlogy(w, w)); log(0) = −inf gives nan"
+            assert_allclose_number(got, value, f"analyze_attention_patterns on {what}: '{stat}'", rtol=1e-9,
+                                   atol=1e-9, hint=hint)
 
 
 @pytest.mark.points(2)
