@@ -162,7 +162,8 @@ def assert_dropout_in_train_mode(train: Any, evaluation: torch.Tensor, what: str
     """``train`` (the output in train mode, dropout ``p`` at ``site``) shows that dropout ran.
 
     ``evaluation`` is the same module's output on the same input in eval mode. Checks:
-    the outputs differ; with ``on_output`` (dropout is the last step) a fraction near
+    the outputs differ; without ``on_output`` (dropout inside the module) the output
+    has no more than ``p / 2`` exact zeros; with ``on_output`` (dropout is the last step) a fraction near
     ``p`` of the values is zeroed and the others are ``evaluation / (1 - p)``; with
     ``unbiased`` (dropout feeds a linear map: the expected output equals the eval
     output) the input holds identical samples along dim 0 and their mean is the eval
@@ -177,9 +178,12 @@ def assert_dropout_in_train_mode(train: Any, evaluation: torch.Tensor, what: str
                f"nn.Dropout(p={p:g}) must be applied in forward; it zeroes values only after module.train())")
     if torch.allclose(train, evaluation, rtol=1e-5, atol=1e-6):
         _fail(what, missing)
+    live = evaluation != 0  # (values the eval output does not already zero)
+    zeroed = float(((train == 0) & live).sum() / live.sum().clamp_min(1))
+    if not on_output and zeroed > p / 2:
+        _fail(what, f"{zeroed:.1%} of the output values are exactly 0: dropout is applied to the output, not "
+                    f"inside the module where the docstring puts {site}")
     if on_output:
-        live = evaluation != 0  # (values the eval output does not already zero)
-        zeroed = float(((train == 0) & live).sum() / live.sum())
         if abs(zeroed - p) > 0.05:
             _fail(what, f"{zeroed:.1%} of the values are zeroed, expected about p = {p:.0%}: {site} should be "
                         f"the last step, nn.Dropout(p) applied to the whole output")

@@ -85,6 +85,34 @@ BUGGY = [
     Edit("dropout on in eval", FILE, ((
         "out = self.dropout(weights) @ V", "out = torch.nn.functional.dropout(weights, self.dropout.p) @ V",
     ),)),
+    # each documented dropout removed (it changes nothing in eval mode)
+    Edit("attention dropout missing", FILE, (("out = self.dropout(weights) @ V", "out = weights @ V"),),
+         hint="dropout in train mode is missing (MultiHeadAttention.dropout"),
+    Edit("attention dropout on the output", FILE, (
+        ("out = self.dropout(weights) @ V", "out = weights @ V"),
+        ("return self.W_o(out)", "return self.dropout(self.W_o(out))"),
+    ), hint="dropout is applied to the output, not inside the module"),
+    Edit("attention dropout on the scores", FILE, (
+        ("            weights = torch.softmax(scores, dim=-1)\n",
+         "            weights = torch.softmax(self.dropout(scores), dim=-1)\n"),
+        ("out = self.dropout(weights) @ V", "out = weights @ V"),
+    ), hint="averaged over 2000 identical samples"),
+    Edit("feed-forward dropout missing", FILE, (
+        ("return self.linear2(self.dropout(torch.relu(self.linear1(x))))",
+         "return self.linear2(torch.relu(self.linear1(x)))"),
+    ), hint="dropout in train mode is missing (FeedForward.dropout"),
+    Edit("residual dropout missing", FILE, (
+        (ATTN_SUBLAYER, "x = self.norm1(x + self.attention(x, x, x, mask))"),
+        (FF_SUBLAYER, "x = self.norm2(x + self.feed_forward(x))"),
+    ), hint="dropout in train mode is missing (TransformerBlock.dropout"),
+    Edit("positional dropout skipped", FILE, (
+        ("x = self.pos_encoding(x)\n", "x = x + self.pos_encoding.pe[:, : x.size(1)]\n"),
+    ), hint="dropout in train mode is missing (MinimalTransformerEncoder.pos_encoding.dropout"),
+    Edit("dropout not passed to the sub-layers", FILE, (
+        ("self.feed_forward = FeedForward(d_model, d_ff, dropout)", "self.feed_forward = FeedForward(d_model, d_ff)"),
+        ("self.pos_encoding = PositionalEncoding(d_model, max_len, dropout)",
+         "self.pos_encoding = PositionalEncoding(d_model, max_len)"),
+    ), hint="expected p = 0.3 everywhere"),
     Edit("GELU instead of ReLU", FILE, (("torch.relu(self.linear1(x))", "torch.nn.functional.gelu(self.linear1(x))"),)),
     Edit("norm1 used twice", FILE, ((FF_SUBLAYER, "x = self.norm1(x + self.dropout(self.feed_forward(x)))"),)),
     Edit("no final layer_norm", FILE, (("        return self.layer_norm(x)\n", "        return x\n"),)),

@@ -74,6 +74,15 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
           (("return torch.matmul(self.dropout(weights), value), weights",
             "weights = self.dropout(weights)\n        return torch.matmul(weights, value), weights"),),
           hint="the returned weights are taken before dropout"), ()),
+    (Edit("context without dropout", FILE,
+          (("return torch.matmul(self.dropout(weights), value), weights",
+            "return torch.matmul(weights, value), weights"),),
+          hint="dropout in train mode is missing (ScaledDotProductAttention.dropout"), ()),
+    (Edit("dropout on the scores", FILE, (
+        ("weights = _masked_softmax(scores, mask)\n        return torch.matmul(self.dropout(weights), value), weights",
+         "weights = _masked_softmax(scores, mask)\n"
+         "        return torch.matmul(_masked_softmax(self.dropout(scores), mask), value), weights"),
+    ), hint="averaged over 2000 identical samples"), ()),
     (Edit("-1e9 fill, masked weights not zeroed after the softmax", FILE, (
         ("scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)",
          "scores = scores.masked_fill(~allowed, -1e9)"),

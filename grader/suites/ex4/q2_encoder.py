@@ -7,7 +7,9 @@ then outputs and gradients are compared with ``reference.encoder`` in eval mode
 bundle holds them as data),
 with no mask, padding masks and causal masks (bool and 0/1 int). Metamorphic
 checks: permutation equivariance of self-attention, causality of the encoder under
-a causal mask, and independence of the samples of a batch.
+a causal mask, and independence of the samples of a batch. Dropout in train mode: each documented
+``nn.Dropout`` on its own (the others at p = 0) must change the output, without
+bias where it feeds a linear map, and ``dropout`` must reach every sub-layer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from grader.checks import assert_close, assert_tensor, hints_for, matching_hint
+from grader.checks import assert_close, assert_dropout_in_train_mode, assert_tensor, hints_for, matching_hint
 from grader.judge import LearnerError
 from grader.replay import snapshot
 from reference.encoder import FeedForward, MinimalTransformerEncoder, MultiHeadAttention, TransformerBlock
@@ -258,7 +260,7 @@ MHA_CASES = [
 ]
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.75)
 @pytest.mark.parametrize("mask_kind, q_len, k_len", MHA_CASES)
 def test_mha_output(learner, device, mask_kind, q_len, k_len):
     state = reference_state("MultiHeadAttention")
@@ -404,7 +406,7 @@ def test_feed_forward_gradients(learner, device):
 # --------------------------------------------------------------------------- TransformerBlock
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.75)
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
 def test_block_output(learner, device, mask_kind):
     state = reference_state("TransformerBlock")
@@ -438,7 +440,7 @@ def tokens_for(batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, seq_len), device=device)  # (batch, seq_len) int64
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.75)
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal_int"])
 def test_encoder_output(learner, device, mask_kind):
     state = reference_state("MinimalTransformerEncoder")
@@ -509,3 +511,83 @@ def test_encoder_batch_independence(learner, device):
             f"from the same sample inside a batch of 3 (max difference {error:.3g}); samples must not interact "
             "(softmax over the keys, dim=-1, never over the batch)"
         )
+
+
+# --------------------------------------------------------------------------- dropout in train mode
+
+DROPOUT_P, DROPOUT_COPIES = 0.5, 2000
+BLOCK_DROPOUTS = ("dropout", "attention.dropout", "feed_forward.dropout")
+DROPOUT_PATHS = {  # every documented nn.Dropout of each module, by attribute path
+    "MultiHeadAttention": ("dropout",),
+    "FeedForward": ("dropout",),
+    "TransformerBlock": BLOCK_DROPOUTS,
+    "MinimalTransformerEncoder": ("pos_encoding.dropout",) + tuple(
+        f"transformer_blocks.{i}.{path}" for i in range(N_LAYERS) for path in BLOCK_DROPOUTS),
+}
+
+
+def sub_layer(module, path: str, call: str):
+    """``module``'s sub-module at the attribute path ``path`` (``"transformer_blocks.0.dropout"``)."""
+    for part in path.split("."):
+        try:
+            module = module[int(part)] if part.isdigit() else getattr(module, part)
+        except LearnerError as error:
+            if isinstance(error, NotImplementedError):
+                raise
+            raise AssertionError(f"{call}.{path}: {error.type_name}: {error.message}; the docstring asks for "
+                                 "nn.Dropout(dropout) there") from None
+    return module
+
+
+def dropout_inputs(name: str, device: torch.device) -> tuple:
+    """Inputs for ``name``: identical samples along the batch for the modules whose dropout is unbiased."""
+    if name == "MinimalTransformerEncoder":
+        return (tokens_for(8, ENCODER_SEQ_LEN, device),)
+    x = torch.randn(1, SEQ_LEN, D_MODEL, device=device)
+    x = x.expand(DROPOUT_COPIES if name in ("MultiHeadAttention", "FeedForward") else 8, -1, -1).contiguous()
+    return (x, x, x) if name == "MultiHeadAttention" else (x,)
+
+
+DROPOUT_SITES = [
+    pytest.param("MultiHeadAttention", "dropout", id="attention-weights"),
+    pytest.param("FeedForward", "dropout", id="feed-forward-hidden"),
+    pytest.param("TransformerBlock", "dropout", id="block-residual"),
+    pytest.param("MinimalTransformerEncoder", "pos_encoding.dropout", id="encoder-positional"),
+]
+
+
+@pytest.mark.points(0.5)
+@pytest.mark.parametrize("name, site", DROPOUT_SITES)
+def test_dropout_in_train_mode(learner, device, name, site):
+    _, args = REFERENCE[name]
+    call = f"{name}{args}"
+    module = getattr(learner.q2, name)(*args)
+    module.to(device)
+    for path in DROPOUT_PATHS[name]:  # only `site` drops; the others are switched off
+        sub_layer(module, path, call).p = DROPOUT_P if path == site else 0.0
+    inputs = dropout_inputs(name, device)
+    module.eval()
+    evaluation = module(*inputs)
+    module.train()
+    train = module(*inputs)
+    shape = tuple(inputs[0].shape)
+    what = f"{call}.train() with only {site} active (p={DROPOUT_P}, the other dropouts at 0) on input {shape}"
+    assert_tensor(evaluation, f"{call}.eval() on input {shape}")
+    assert_dropout_in_train_mode(train, evaluation, what, p=DROPOUT_P, site=f"{name}.{site}",
+                                 unbiased=name in ("MultiHeadAttention", "FeedForward"))
+    for path in DROPOUT_PATHS[name]:
+        sub_layer(module, path, call).p = 0.0
+    assert_close(module(*inputs), evaluation, f"{call}.train() with every dropout at p=0 (must equal eval mode)",
+                 **OUT_TOL)
+
+
+@pytest.mark.points(0.5)
+def test_dropout_reaches_every_layer(learner):
+    args = (VOCAB, D_MODEL, N_HEADS, N_LAYERS, D_FF, MAX_LEN, 0.3)
+    call = f"MinimalTransformerEncoder{args}"
+    encoder = learner.q2.MinimalTransformerEncoder(*args)
+    found = {path: sub_layer(encoder, path, call).p for path in DROPOUT_PATHS["MinimalTransformerEncoder"]}
+    wrong = [f"{path}.p = {p!r}" for path, p in found.items() if p != 0.3]
+    assert not wrong, (f"{call}: {', '.join(wrong)}; expected p = 0.3 everywhere: pass dropout on to "
+                       "PositionalEncoding and every TransformerBlock, and from each block to its MultiHeadAttention "
+                       "and FeedForward")

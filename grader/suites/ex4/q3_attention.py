@@ -17,7 +17,7 @@ import torch
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from grader.checks import assert_close, hints_for, matching_hint
+from grader.checks import assert_close, assert_dropout_in_train_mode, hints_for, matching_hint
 from grader.judge import LearnerError
 from grader.replay import snapshot
 from reference.attention import (
@@ -329,7 +329,7 @@ def test_gradients_match_reference(learner, device):
 # --------------------------------------------------------------------------- dropout and errors
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.5)
 def test_dropout_returns_weights_before_dropout(learner, device):
     q, k, v = _inputs(device)
     module = learner.q3.ScaledDotProductAttention(dropout=0.5)
@@ -355,6 +355,27 @@ def test_dropout_returns_weights_before_dropout(learner, device):
                 + (f"\nHint: {hint}." if hint else ""))
     assert_close(weights, want, f"{what}: weights (batch, q_len, k_len), compared with dropout=0", hints=hints,
                  **OUT)
+
+
+@pytest.mark.points(0.5)
+def test_dropout_drops_the_weights_of_the_context(learner, device):
+    copies, p = 2000, 0.5
+    q, k, v = (t[:1].expand(copies, -1, -1).contiguous() for t in _inputs(device))  # identical samples
+    shapes = f"query {_shape(q)}, key {_shape(k)}, value {_shape(v)} ({copies} identical samples)"
+    for dropout in (p, 0.0):
+        module = learner.q3.ScaledDotProductAttention(dropout=dropout)
+        module.eval()
+        evaluation = module(q, k, v)
+        module.train()
+        train = module(q, k, v)
+        what = f"ScaledDotProductAttention(dropout={dropout}).train() on {shapes}: context"
+        for got in (evaluation, train):
+            assert isinstance(got, (tuple, list)) and len(got) == 2, f"{what}: expected a tuple (context, weights)"
+        if dropout:  # context = dropout(weights) @ value: random, and on average the eval-mode context
+            assert_dropout_in_train_mode(train[0], evaluation[0], what, p=p, site="ScaledDotProductAttention.dropout",
+                                         unbiased=True)
+        else:
+            assert_close(train[0], evaluation[0], f"{what} (with dropout=0.0, train mode must equal eval mode)", **OUT)
 
 
 @pytest.mark.points(1)
