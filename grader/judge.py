@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -29,12 +30,13 @@ from grader import protocol
 from grader.forkserver import context as _context
 from grader.figures import FigureInfo
 from grader.protocol import FIGURE, REMOTE, Ref
+from grader.report import printable
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIME_LIMIT = 10.0  # seconds per call into learner code
 DEFAULT_MEMORY_LIMIT = 4 * 2**30  # bytes of address space / resident memory above the worker's start
 MAX_SUBMISSION_BYTES = 20 * 2**20  # .py files copied into the worker's folder
-
+MAX_OUTPUT_BYTES = 64 * 2**10  # of what learner code printed during one test (its head and tail when longer)
 
 
 class LearnerError(Exception):
@@ -43,6 +45,8 @@ class LearnerError(Exception):
     Builtin exception types are re-raised as subclasses of both this class and the
     builtin (``LearnerError[ValueError]``), so ``pytest.raises(ValueError)`` works.
     """
+
+    origin = ""  # the submission file (relative) where the error arose, when the worker could tell
 
     def __init__(self, type_name: str, message: str, learner_traceback: str, call: str):
         super().__init__(message)
@@ -62,11 +66,49 @@ def _learner_error(info: dict, call: str) -> LearnerError:
         cls = _error_types.setdefault(info["type"], type(f"Learner{info['type']}", (LearnerError, base), {}))
     error = cls.__new__(cls)
     LearnerError.__init__(error, info["type"], info["message"], info["traceback"], call)
+    error.origin = info.get("origin", "")  # the submission file where it arose (see grader.worker)
     return error
 
 
 class WorkerDied(Exception):
     """The worker was killed (time limit, memory cap) or ended itself (crash, ``os._exit``)."""
+
+
+class ImportFailed(Exception):
+    """A question module of the submission could not be imported.
+
+    Not a :class:`LearnerError` nor a builtin exception type: a suite that expects
+    learner code to raise (``except ValueError``, ``except LearnerError``) never
+    takes a module that did not load for the answer it waited for.
+
+    Attributes:
+        module: the question imported (``q2``).
+        cause: the other question module whose import failed inside it (``q1``), else None.
+    """
+
+    def __init__(self, message: str, module: str, cause: str | None = None):
+        super().__init__(message)
+        self.module, self.cause = module, cause
+
+
+_QUESTION_FILE = re.compile(r"(q\d+)(?:_\w*)?\.py")
+
+
+def import_failure(module: str, error: LearnerError) -> ImportFailed:
+    """The :class:`ImportFailed` for ``import <module>`` that raised ``error`` in the worker.
+
+    When the error arose in another question's file (``q2_encoder.py`` runs
+    ``from q1_positional_encoding import ...`` and q1 has a syntax error), the
+    message's first line blames that module: ``q2 imports q1, which did not
+    import: fix q1 first``; the error itself follows on the next lines.
+    """
+    text = f"{error}" + (f"\n{error.learner_traceback.rstrip()}" if error.learner_traceback else "")
+    origin = _QUESTION_FILE.fullmatch(error.origin)
+    if origin and origin[1] != module:
+        cause = origin[1]
+        return ImportFailed(f"{module} imports {cause}, which did not import: fix {cause} first\n"
+                            f"import {cause} raised {error.type_name}: {error.message}", module, cause)
+    return ImportFailed(text, module)
 
 
 class WorkerProcess:
@@ -99,6 +141,8 @@ class WorkerProcess:
         self.workdir: Path | None = None
         self._starting: threading.Thread | None = None
         self._start_error: BaseException | None = None
+        self._printed: list[str] = []  # this test's output from workers that died during it
+        self._printed_from: tuple[Path | None, int] = (None, 0)  # (log, offset) where this test's output begins
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -158,13 +202,39 @@ class WorkerProcess:
                 self.process.kill()
         self.process.join(5.0)
 
-    def output_tail(self, lines: int = 5) -> str:
-        """The last lines the learner's code printed (stdout and stderr)."""
-        try:
-            text = (self.workdir / "output.log").read_text(errors="replace")
-        except (OSError, TypeError):
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+    # -- what learner code printed --------------------------------------------------------
+    # The worker's stdout and stderr (file descriptors 1 and 2, unbuffered) go to ``output.log``
+    # in its folder; a test's share is the bytes written between its start and its record.
+    def _log(self) -> Path | None:
+        return None if self.workdir is None else self.workdir / "output.log"
+
+    def begin_output(self) -> None:
+        """Mark the start of a test: what learner code prints from now on is this test's."""
+        self._printed = []
+        log = self._log()
+        self._printed_from = (log, _size(log))
+
+    def _collect(self) -> None:
+        """Move what was printed since the mark into ``_printed`` and move the mark to the end."""
+        log = self._log()
+        start = self._printed_from[1] if self._printed_from[0] == log else 0  # a new worker: its log from 0
+        end = _size(log)
+        if log is not None and end > start:
+            self._printed.append(_read_slice(log, start, end))
+        self._printed_from = (log, end)
+
+    def take_output(self) -> str:
+        """What learner code printed (stdout and stderr) since :meth:`begin_output`, crashed workers' too.
+
+        Decoded as UTF-8 (invalid bytes replaced), control characters other than newline and
+        tab shown as ``\\xNN`` escapes; at most ``MAX_OUTPUT_BYTES``: the head and the tail,
+        with a line saying how much was left out between them.
+        """
+        if self._starting is not None:
+            self._starting.join()  # a replacement worker may still be starting
+        self._collect()
+        text, self._printed = "".join(self._printed), []
+        return printable(_bounded(text, MAX_OUTPUT_BYTES))
 
     def peak_rss(self) -> int:
         """The worker's peak resident memory in bytes (VmHWM, read from /proc)."""
@@ -220,12 +290,11 @@ class WorkerProcess:
                 why = f"crashed the worker process ({name})" + (" - out of memory?" if name == "SIGKILL" else "")
             else:
                 why = f"ended the worker process (exit code {code}: os._exit or sys.exit?)"
-        printed = self.output_tail()
-        self.start()  # a fresh worker for the next request
-        message = f"{call}: your code {why}"
-        if printed:
-            message += f"\nlast output:\n{printed}"
-        raise WorkerDied(message)
+        self._collect()  # what it printed before dying stays this test's output
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.start()  # a fresh worker (and folder) for the next request
+        raise WorkerDied(f"{call}: your code {why}")
 
     def _answer_callback(self, request: Any) -> None:
         try:
@@ -248,6 +317,38 @@ class WorkerProcess:
         return value
 
 
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
+def _read_slice(path: Path, start: int, end: int) -> str:
+    """Bytes ``[start, end)`` of ``path`` as text; only the head and tail when over ``MAX_OUTPUT_BYTES``."""
+    half = MAX_OUTPUT_BYTES // 2
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(start)
+            if end - start <= MAX_OUTPUT_BYTES:
+                return stream.read(end - start).decode("utf-8", errors="replace")
+            head = stream.read(half)
+            stream.seek(end - half)
+            tail = stream.read(half)
+    except OSError:
+        return ""
+    return (f"{head.decode('utf-8', errors='replace')}\n"
+            f"[... {end - start - 2 * half} bytes left out ...]\n{tail.decode('utf-8', errors='replace')}")
+
+
+def _bounded(text: str, limit: int) -> str:
+    """``text`` when it has at most ``limit`` characters, else its head and tail with a note between."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
+
+
 def _rss(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -256,7 +357,13 @@ def _rss(pid: int) -> int:
 
 
 def _copy_submission(source: Path, target: Path) -> None:
-    """Copy the submission's Python files (sub-packages too) into the worker's folder."""
+    """Copy the submission's Python files (sub-packages too) into the worker's folder.
+
+    A question answered in a notebook gets the module built from it instead of its
+    ``.py`` (``grader.notebooks.install``: which file is graded, and the line map).
+    """
+    from grader import notebooks
+
     total = 0
     for path in sorted(source.rglob("*.py")):
         if "__pycache__" in path.parts or any(part.startswith(".") for part in path.relative_to(source).parts):
@@ -267,6 +374,7 @@ def _copy_submission(source: Path, target: Path) -> None:
         destination = target / path.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, destination)
+    notebooks.install(source, target)
 
 
 def describe_value(value: Any) -> str:
@@ -371,6 +479,8 @@ class Learner:
             except WorkerDied as died:
                 self._worker.failed_imports[name] = str(died)
                 raise
+            except LearnerError as error:
+                raise import_failure(name, error) from None
             module = Remote(self._worker, module._handle, "module", name)
             self._modules[name] = module
         return module

@@ -11,7 +11,9 @@ Order: markers → fixtures → hooks. Registered by ``grader.grading`` for one 
 - a report hook that turns each test's outcome into a record with a message
   in the learner's terms: the exception message, never the hidden test's source;
   values a test reports with pytest's ``record_property`` (timings, ratios) become
-  the record's ``notes``, shown but never graded.
+  the record's ``notes``, shown but never graded;
+- what learner code printed during the test (the worker's stdout and stderr, a
+  crashed worker's too) becomes the record's ``output`` when there is any.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 import torch
 
 from grader import replay
-from grader.judge import LearnerError, Learner, WorkerDied, WorkerProcess
+from grader.judge import ImportFailed, LearnerError, Learner, WorkerDied, WorkerProcess
 
 MARKERS = {
     "points(n)": "points the test carries (default 1)",
@@ -109,6 +111,10 @@ class GradingPlugin:
         self.worker.last_call = ""
 
     # -- reports ---------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.worker.begin_output()  # what learner code prints from here on is this test's
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         report = (yield).get_result()
@@ -127,6 +133,8 @@ class GradingPlugin:
         }
         if report.user_properties:  # figures a test reports without grading them (``record_property``)
             record["notes"] = {str(k): v if isinstance(v, (int, float)) else str(v) for k, v in report.user_properties}
+        if output := self.worker.take_output():
+            record["output"] = output
         if report.passed:
             return {**record, "outcome": "passed", "message": ""}
         if report.skipped:
@@ -149,7 +157,7 @@ def describe_failure(error: BaseException | None, last_call: str) -> tuple[str, 
     if isinstance(error, LearnerError):
         trace = f"\n{error.learner_traceback.rstrip()}" if error.learner_traceback else ""
         return "failed", f"{error}{trace}"
-    if isinstance(error, WorkerDied):
+    if isinstance(error, (WorkerDied, ImportFailed)):
         return "failed", str(error)
     if isinstance(error, AssertionError):
         message = str(error) or "check failed"

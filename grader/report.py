@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 
 def _umask() -> int:
@@ -96,8 +99,197 @@ def _mark(score: float, max_score: float) -> str:
     return f"[{colour}]{score:g}/{max_score:g}[/]"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with carriage returns as line breaks and other control characters as ``\\xNN``.
+
+    Learner code writes messages and output; an escape sequence in them could move the
+    cursor, recolour the terminal or overwrite the kit's own lines (a fake total).
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+# -- failures, one message per cause -----------------------------------------------------------
+MESSAGE_LINES = 14  # of a failure message, without -v
+OUTPUT_HEAD, OUTPUT_TAIL = 5, 5  # lines of what learner code printed, shown without -v
+OUTPUT_LINE_CHARS = 200  # characters per printed line, without -v
+_HINT_LINE = re.compile(r"^\s*Hint:\s*(.+)$")
+_DEPENDS = re.compile(r"^(q\d+) imports (q\d+), which did not import")
+_STUB = re.compile(r"^not implemented yet \((q\d+\.[\w.]+)")
+
+
+@dataclass
+class Failure:
+    """Failing tests of one question that share one cause (their full records stay in the result).
+
+    ``tests`` share ``message`` exactly (or fail on the same function not implemented yet);
+    ``also`` are tests whose own messages carry the same first hint (the same diagnosed
+    mistake), shown by name only. A hint line that several failures carry is taken
+    out of their messages and kept in ``hints`` of the first, with its number of tests.
+    """
+
+    outcome: str
+    message: str
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    also: list[dict[str, Any]] = field(default_factory=list)
+    hints: dict[str, int] = field(default_factory=dict)
+
+
+def _key(test: dict[str, Any]) -> str:
+    """Messages that say the same thing: equal text, or the same function not implemented yet."""
+    if stub := _STUB.match(test["message"]):
+        return f"not implemented yet: {stub[1]}"
+    return test["message"]
+
+
+def group_failures(tests: list[dict[str, Any]]) -> list[Failure]:
+    """The failing (``failed``/``error``) tests of one question, one :class:`Failure` per cause.
+
+    In the order of each cause's first test. A cause is a message, or the first
+    ``Hint:`` line of a message (tests whose messages differ but name the same
+    mistake); a hint line that remains in more than one failure is shown once, in
+    the first of them, with the number of tests it applies to.
+    """
+    groups: dict[tuple[str, str], Failure] = {}
+    for test in tests:
+        if test["outcome"] in ("failed", "error"):
+            key = (test["outcome"], _key(test))
+            groups.setdefault(key, Failure(test["outcome"], key[1])).tests.append(test)
+    failures: list[Failure] = []
+    by_hint: dict[str, Failure] = {}
+    for failure in groups.values():
+        hints = _hints(failure.message)
+        if hints and hints[0] in by_hint:
+            by_hint[hints[0]].also.extend(failure.tests)
+            continue
+        if hints:
+            by_hint[hints[0]] = failure
+        failures.append(failure)
+    counts: dict[str, int] = {}
+    carriers: dict[str, int] = {}
+    for failure in failures:
+        for hint in dict.fromkeys(_hints(failure.message)):
+            counts[hint] = counts.get(hint, 0) + len(failure.tests) + len(failure.also)
+            carriers[hint] = carriers.get(hint, 0) + 1
+    shared = {hint for hint in counts if carriers[hint] > 1 or counts[hint] > 1}
+    for failure in failures:
+        lines = []
+        for line in failure.message.splitlines():
+            hint = _HINT_LINE.match(line)
+            if hint and hint[1].strip() in shared:
+                if hint[1].strip() in counts:
+                    failure.hints[hint[1].strip()] = counts.pop(hint[1].strip())
+                continue
+            lines.append(line)
+        failure.message = "\n".join(lines)
+    return failures
+
+
+def _hints(message: str) -> list[str]:
+    return [m[1].strip() for line in message.splitlines() if (m := _HINT_LINE.match(line))]
+
+
+def compact_names(names: list[str]) -> str:
+    """``test_a[x], test_a[y], test_b`` → ``test_a[x, y], test_b`` (parametrized tests folded)."""
+    folded: dict[str, list[str]] = {}
+    for name in names:
+        base, bracket, rest = name.partition("[")
+        folded.setdefault(base, []).append(rest.removesuffix("]") if bracket else "")
+    return ", ".join(base if params == [""] else f"{base}[{', '.join(p for p in params if p)}]"
+                     for base, params in folded.items())
+
+
+def _points(tests: list[dict[str, Any]]) -> str:
+    return f"{sum(t['points'] for t in tests):g}/{sum(t['max_points'] for t in tests):g}"
+
+
+def trim_output(text: str, *, verbose: bool = False) -> list[str]:
+    """Lines of what learner code printed: all with ``verbose``, else the first and last few, each cut short."""
+    lines = text.rstrip("\n").splitlines()
+    if verbose:
+        return lines
+    lines = [line if len(line) <= OUTPUT_LINE_CHARS else
+             f"{line[:OUTPUT_LINE_CHARS]}… ({len(line) - OUTPUT_LINE_CHARS} more characters)" for line in lines]
+    if len(lines) <= OUTPUT_HEAD + OUTPUT_TAIL + 1:
+        return lines
+    left_out = len(lines) - OUTPUT_HEAD - OUTPUT_TAIL
+    return [*lines[:OUTPUT_HEAD], f"… {left_out} lines left out (grade -v shows all)", *lines[-OUTPUT_TAIL:]]
+
+
+def _print_output(console: Console, text: str, *, verbose: bool, others: int = 0) -> None:
+    """What learner code printed, labelled and fenced with ``│`` so it never reads as the kit's own lines."""
+    also = f" (and {others} more of these tests printed: grade -v shows each)" if others else ""
+    console.print(f"           [cyan]your code printed{also}:[/]", highlight=False)
+    for line in trim_output(printable(text), verbose=verbose):
+        console.print(Text(f"           │ {line}", style="dim"), highlight=False)
+
+
+def _print_message(console: Console, message: str, *, lines: int | None) -> None:
+    for line in printable(message).splitlines()[:lines]:
+        console.print(Text(f"           {line}"), highlight=False)
+
+
+def _render_failures(question: dict[str, Any], graded: set[str], console: Console) -> None:
+    """A question's failures, grouped: each message once, with its tests, hints and printed output."""
+    tests = question["tests"]
+    counted = [t for t in tests if t["outcome"] != "skipped"]
+    failures = group_failures(tests)
+    if not failures:
+        return
+    if all(t["message"].startswith("not implemented yet") for f in failures for t in f.tests) \
+            and len(counted) == sum(len(f.tests) for f in failures):
+        console.print(f"\n[bold]{question['id']}[/] not implemented yet ({len(counted)} tests)")
+        return
+    console.print(f"\n[bold]{question['id']}[/] {escape(question['title'])}")
+    for failure in failures:
+        colour = "magenta" if failure.outcome == "error" else "red"
+        if len(failure.tests) == 1:
+            names = escape(failure.tests[0]["name"])
+        elif len(failure.tests) == len(counted):
+            names = f"all {len(counted)} tests"
+        else:
+            names = f"{len(failure.tests)} tests: {escape(compact_names([t['name'] for t in failure.tests]))}"
+        console.print(f"  [{colour}]{failure.outcome:<7}[/] {names} [dim]({_points(failure.tests)})[/]")
+        message = failure.message
+        depends = _DEPENDS.match(message)
+        if depends and depends[2] in graded:  # its own error is shown under it
+            message = message.splitlines()[0]
+        _print_message(console, message, lines=MESSAGE_LINES)
+        for hint, count in failure.hints.items():
+            console.print(Text(printable(f"           Hint ({count} tests): {hint}")), highlight=False)
+        if failure.also:
+            console.print(f"  [{colour}]{failure.outcome:<7}[/] {len(failure.also)} more with this hint: "
+                          f"{escape(compact_names([t['name'] for t in failure.also]))} [dim]({_points(failure.also)}; "
+                          f"grade -v shows their messages)[/]")
+        printed = [t["output"] for t in failure.tests + failure.also if t.get("output")]
+        if printed:
+            _print_output(console, printed[0], verbose=False, others=len(printed) - 1)
+
+
+def _render_every_test(question: dict[str, Any], console: Console) -> None:
+    """``-v``: every test of a question, its whole message and all it printed, passed tests too."""
+    console.print(f"\n[bold]{question['id']}[/] {escape(question['title'])}")
+    for test in question["tests"]:
+        colour = {"passed": "green", "skipped": "dim", "error": "magenta"}.get(test["outcome"], "red")
+        console.print(f"  [{colour}]{test['outcome']:<7}[/] {escape(test['name'])} "
+                      f"[dim]({test['points']:g}/{test['max_points']:g})[/]")
+        if test["message"] and test["outcome"] != "passed":
+            _print_message(console, test["message"], lines=None)
+        if test.get("output"):
+            _print_output(console, test["output"], verbose=True)
+
+
 def render(result: dict[str, Any], console: Console, *, verbose: bool = False) -> None:
-    """Per-question table, then each failing test with its message, then the total."""
+    """Per-question table, then the failures (one message per cause), then the total.
+
+    Without ``verbose``: failing tests that share a message are shown once, with
+    their names and count; a hint shared by several failures once; what learner code
+    printed during a failing test under it, trimmed. With ``verbose``: every test,
+    passed ones too, with its whole message and everything it printed.
+    """
     where = Path(result.get("submission", "submission"))
     table = Table(title=f"{result['exercise']} · {where.parent.name}/{where.name} · {result.get('device', 'cpu')}",
                   title_justify="left")
@@ -111,22 +303,12 @@ def render(result: dict[str, Any], console: Console, *, verbose: bool = False) -
         table.add_row(question["id"], escape(question["title"]), _mark(question["score"], question["max_score"]),
                       f"{passed}/{counted}")
     console.print(table)
+    graded = {q["id"] for q in result["questions"]}
     for question in result["questions"]:
-        tests = question["tests"]
-        shown = [t for t in tests if verbose or t["outcome"] in ("failed", "error")]
-        unimplemented = [t for t in shown if t["message"].startswith("not implemented yet")]
-        if unimplemented and len(unimplemented) == len([t for t in tests if t["outcome"] != "skipped"]) and not verbose:
-            console.print(f"\n[bold]{question['id']}[/] not implemented yet ({len(unimplemented)} tests)")
-            continue
-        if shown:
-            console.print(f"\n[bold]{question['id']}[/] {escape(question['title'])}")
-        for test in shown:
-            colour = {"passed": "green", "skipped": "dim", "error": "magenta"}.get(test["outcome"], "red")
-            console.print(f"  [{colour}]{test['outcome']:<7}[/] {escape(test['name'])} "
-                          f"[dim]({test['points']:g}/{test['max_points']:g})[/]")
-            if test["message"] and test["outcome"] != "passed":
-                for line in test["message"].splitlines()[:14]:
-                    console.print(f"           {escape(line)}", highlight=False)
+        if verbose:
+            _render_every_test(question, console)
+        else:
+            _render_failures(question, graded, console)
     notes = [(q["id"], t["name"], t["notes"]) for q in result["questions"] for t in q["tests"] if t.get("notes")]
     if notes:
         console.print("\n[bold]Measured, not graded[/]")

@@ -10,12 +10,15 @@ anything else stays here behind a numbered handle.
 Before the first request the worker shuts itself in: its working directory is
 a copy of the submission, the kit's own folders are off ``sys.path``, imports of
 ``reference``, ``solutions`` and ``grader`` are refused, its address space is
-capped, and its stdout/stderr go to a log file the judge reads on failure.
+capped, and its stdout/stderr go, unbuffered, to ``output.log`` in its folder:
+the judge reads each test's share of it (``WorkerProcess.take_output``), so what
+learner code printed right before a crash is kept too.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import random
 import resource
@@ -25,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from grader import figures, forkserver, learner_tests, measure, protocol
+from grader import figures, forkserver, learner_tests, measure, notebooks, protocol
 from grader.protocol import FIGURE, REMOTE, Ref
 
 FORBIDDEN = ("reference", "solutions", "grader")
@@ -55,6 +58,9 @@ def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: i
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    for fd, name in ((1, "stdout"), (2, "stderr")):  # unbuffered, as `python -u`: nothing lost at os._exit
+        setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                                            errors="backslashreplace", write_through=True))
     # an editable checkout's root leaves sys.path (its packages are refused anyway); a site-packages
     # folder stays even when it is the kit's root (a wheel install), or torch, sympy and pytest
     # would not import; so does a virtual environment inside the kit's folder (.venv/)
@@ -146,12 +152,27 @@ class Worker:
         for frame in frames:
             frame.filename = os.path.relpath(frame.filename, self.workdir)
         builtin = type(exc).__module__ == "builtins"
+        maps = notebooks.line_maps(self.workdir)  # answers built from notebooks: lines named by cell and line
+        where = notebooks.syntax_error_message(exc, maps) if isinstance(exc, SyntaxError) else None
         return {
             "type": type(exc).__name__,
             "builtin": builtin,
-            "message": str(exc)[:2000],
-            "traceback": "".join(traceback.format_list(frames[-6:])),
+            "message": (where or str(exc))[:2000],
+            "traceback": notebooks.format_frames(frames[-6:], maps),
+            "origin": self.origin(exc, frames),
         }
+
+    def origin(self, exc: BaseException, frames: list) -> str:
+        """The submission file (relative) being imported when ``exc`` arose, or "".
+
+        A SyntaxError's own file; else the file of the innermost module-level frame
+        (``<module>``): q1's when ``import q2`` runs ``from q1_... import`` and q1's
+        top-level code raises, q2's when q2's top-level code calls into q1 and that raises.
+        """
+        filename = getattr(exc, "filename", None) if isinstance(exc, SyntaxError) else None
+        if isinstance(filename, str) and filename.startswith(str(self.workdir)):
+            return os.path.relpath(filename, self.workdir)
+        return next((frame.filename for frame in reversed(frames) if frame.name == "<module>"), "")
 
     # -- requests ---------------------------------------------------------------
     def find(self, name: str) -> Path:
