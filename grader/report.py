@@ -116,6 +116,7 @@ def printable(text: str) -> str:
 MESSAGE_LINES = 14  # of a failure message, without -v
 OUTPUT_HEAD, OUTPUT_TAIL = 5, 5  # lines of what learner code printed, shown without -v
 OUTPUT_LINE_CHARS = 200  # characters per printed line, without -v
+OUTPUT_GROUPS = 2  # failures per question whose printed output is shown (later ones: its line count)
 _HINT_LINE = re.compile(r"^\s*Hint:\s*(.+)$")
 _DEPENDS = re.compile(r"^(q\d+) imports (q\d+), which did not import")
 _STUB = re.compile(r"^not implemented yet \((q\d+\.[\w.]+)")
@@ -244,6 +245,7 @@ def _render_failures(question: dict[str, Any], graded: set[str], console: Consol
         console.print(f"\n[bold]{question['id']}[/] not implemented yet ({len(counted)} tests)")
         return
     console.print(f"\n[bold]{question['id']}[/] {escape(question['title'])}")
+    shown_output = 0
     for failure in failures:
         colour = "magenta" if failure.outcome == "error" else "red"
         if len(failure.tests) == 1:
@@ -265,8 +267,13 @@ def _render_failures(question: dict[str, Any], graded: set[str], console: Consol
                           f"{escape(compact_names([t['name'] for t in failure.also]))} [dim]({_points(failure.also)}; "
                           f"grade -v shows their messages)[/]")
         printed = [t["output"] for t in failure.tests + failure.also if t.get("output")]
-        if printed:
+        if printed and shown_output < OUTPUT_GROUPS:
             _print_output(console, printed[0], verbose=False, others=len(printed) - 1)
+            shown_output += 1
+        elif printed:
+            lines = len(printed[0].rstrip("\n").splitlines())
+            console.print(f"           [cyan]your code printed {lines} line{'s' * (lines != 1)}[/] "
+                          "[dim](grade -v shows them)[/]", highlight=False)
 
 
 def _render_every_test(question: dict[str, Any], console: Console) -> None:
@@ -280,6 +287,17 @@ def _render_every_test(question: dict[str, Any], console: Console) -> None:
             _print_message(console, test["message"], lines=None)
         if test.get("output"):
             _print_output(console, test["output"], verbose=True)
+
+
+def _render_files(result: dict[str, Any], console: Console) -> None:
+    """``q1: graded q1_x.ipynb (notebook)`` and its notes, for questions answered in a notebook or in two files."""
+    for question in result["questions"]:
+        graded, notes = question.get("graded_file", ""), question.get("file_notes", [])
+        if graded.endswith(".ipynb") or notes:
+            kind = "notebook" if graded.endswith(".ipynb") else "module"
+            console.print(f"{question['id']}: graded {escape(printable(graded))} ({kind})", highlight=False)
+            for note in notes:
+                console.print(f"    [dim]{escape(printable(note))}[/]", highlight=False)
 
 
 def render(result: dict[str, Any], console: Console, *, verbose: bool = False) -> None:
@@ -303,6 +321,7 @@ def render(result: dict[str, Any], console: Console, *, verbose: bool = False) -
         table.add_row(question["id"], escape(question["title"]), _mark(question["score"], question["max_score"]),
                       f"{passed}/{counted}")
     console.print(table)
+    _render_files(result, console)
     graded = {q["id"] for q in result["questions"]}
     for question in result["questions"]:
         if verbose:
