@@ -44,13 +44,16 @@ def check_submission(path: Path) -> Path:
     """The submission folder, resolved.
 
     Raises:
-        click.UsageError: it does not exist or holds no ``q*.py`` file.
+        click.UsageError: it does not exist or holds no ``q*.py`` nor ``q*.ipynb`` file.
     """
+    from grader.notebooks import has_answers
+
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise click.UsageError(f"submission folder {path} does not exist")
-    if not any(path.glob("q*.py")):
-        raise click.UsageError(f"{path} holds no q*.py files: point --submission at the folder with your answers")
+    if not has_answers(path):
+        raise click.UsageError(f"{path} holds no q*.py files (nor q*.ipynb notebooks): point --submission at "
+                               "the folder with your answers")
     return path
 
 
@@ -99,11 +102,17 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
         torch.set_num_threads(judge_threads)
     if plugin.collection_errors or code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         raise KitError("hidden suite failed: " + ("\n".join(plugin.collection_errors) or output.getvalue()[-3000:]))
-    return build_result(
+    result = build_result(
         exercise, questions, plugin.records,
         submission=str(submission), device=device, duration_s=round(time.perf_counter() - started, 3),
         worker_peak_rss_mb=round(peak_rss / 2**20, 1),
     )
+    from grader.notebooks import describe
+
+    files = describe(submission)  # per question: graded_file (.py or .ipynb) and file_notes
+    for block in result["questions"]:
+        block.update(files.get(block["id"], {}))
+    return result
 
 
 def collect_points(exercise: ExerciseSet, device: str | None = None) -> dict[str, float]:
