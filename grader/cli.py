@@ -4,18 +4,29 @@ Each command parses its options and hands off to one module:
 ``grade <set> [QUESTION...]`` → ``grader.grading``; ``grade list`` → collection of
 the suites. Usage errors exit 2 with a one-line message; a finished grade exits
 0 whatever the score (1 with ``--fail-under`` and a lower score).
+
+Usage errors come before anything heavy: this module imports only click and the
+kit's light modules, and ``grade`` checks every argument (set, questions, folder,
+report files) before the fork server and torch start, so a mistake is answered
+in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from grader import __version__, exercises
+
+# At exit, Python's last garbage collections walk every object torch created (0.2 s);
+# frozen objects are skipped. Finalizers (atexit, weakref.finalize) still run.
+atexit.register(gc.freeze)
 
 EXIT_FAIL_UNDER = 1
 EXIT_KIT_BUG = 3
@@ -77,24 +88,64 @@ class GradeGroup(click.Group):
 
 
 def writable_file(path: Path | None, option: str) -> Path | None:
-    """``path`` if a file can be written there (its folder is created when missing).
+    """``path`` if a file can be written there; checked by trying, and leaving nothing behind.
+
+    Missing folders on the way are created, a temporary file is made in the last one,
+    and all of it is removed again (the report writer creates the folders when it writes).
 
     Raises:
-        click.UsageError: ``path`` is a folder, or its folder cannot be created or written.
+        click.UsageError: ``path`` is a folder, a folder on its way is a file, or its folder
+            cannot be created or written.
     """
     if path is None:
         return None
     path = Path(path).expanduser()
     if path.is_dir():
         raise click.UsageError(f"{option} {path} is a folder: give a file name, e.g. {path / 'result.json'}")
-    folder = path.parent
+    missing = []  # folders to create, innermost first
+    existing = path.parent
+    while not os.path.lexists(existing):
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.UsageError(f"{option} {path}: {existing} is a file, not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise click.UsageError(f"{option} {path}: cannot create its folder ({error.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise click.UsageError(f"{option} {path}: the folder {folder} is not writable")
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except OSError as error:
+                raise click.UsageError(f"{option} {path}: cannot create its folder {folder} "
+                                       f"({error.strerror})") from None
+        try:
+            handle, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        except OSError as error:
+            raise click.UsageError(f"{option} {path}: cannot write in {path.parent} ({error.strerror})") from None
+        os.close(handle)
+        os.unlink(probe)
+    finally:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return path
+
+
+def submission_folder(path: Path) -> Path:
+    """``path`` as given to ``--submission``, if it is not a file (then it must be a folder).
+
+    Raises:
+        click.UsageError: ``path`` is a file; for a ``.py``/``.ipynb`` answer file the message
+            names its folder as what to pass; for a ``.zip``, says to unzip it.
+    """
+    if not Path(path).expanduser().is_file():
+        return Path(path)
+    name = Path(path)
+    if name.suffix in (".py", ".ipynb"):
+        raise click.UsageError(f"{name} is a file: pass its folder, --submission {name.parent}")
+    if name.suffix == ".zip":
+        raise click.UsageError(f"{name} is a zip file: unzip it and pass the folder with your answers")
+    raise click.UsageError(f"{name} is a file: --submission takes the folder with your answers (q1_*.py ...)")
 
 
 @click.group(cls=GradeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,22 +174,28 @@ def _grade_command(name: str) -> click.Command:
     @click.option("-v", "--verbose", is_flag=True, help="Show every test, passed ones too.")
     def command(questions, submission, solutions, device, require_cuda, json_path, junit_path, fail_under, memory_limit,
                 time_limit, verbose):
-        json_path = writable_file(json_path, "--json")
-        junit_path = writable_file(junit_path, "--junit")
-        from grader import forkserver
+        from grader import forkserver, grading  # neither imports torch
 
-        forkserver.boot()  # the workers' fork server imports torch while we import it here
-        from grader import grading, report
-
+        # every usage error first, in a fraction of a second: nothing heavy has started yet
         exercise = exercises.load(name)
         selected = exercise.select(tuple(questions))
         if solutions and submission:
             raise click.UsageError("use either --solutions or --submission, not both")
-        folder = exercise.solutions() if solutions else submission or exercise.default_submission()
+        ctx = click.get_current_context()
+        if require_cuda and device == "cpu" and ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--require-cuda grades on CUDA: drop --device cpu (or --require-cuda)")
+        folder = exercise.solutions() if solutions else submission_folder(submission) if submission \
+            else exercise.default_submission()
         folder = grading.check_submission(folder)
-        if require_cuda:
-            device = _cuda_required(device, click.get_current_context())
-        device = grading.resolve_device(device)
+        json_path = writable_file(json_path, "--json")
+        junit_path = writable_file(junit_path, "--junit")
+
+        forkserver.boot()  # the workers' fork server imports torch while we import it here
+        from rich.console import Console
+
+        from grader import report
+
+        device = _cuda_required() if require_cuda else grading.resolve_device(device)
         result = grading.grade(exercise, selected, folder, device=device, memory_limit=int(memory_limit * 2**30),
                                time_limit=time_limit)
         report.render(result, Console(highlight=False), verbose=verbose)
@@ -155,16 +212,10 @@ def _grade_command(name: str) -> click.Command:
     return command
 
 
-def _cuda_required(device: str, ctx: click.Context) -> str:
-    """``--require-cuda``: the device to grade on, ``cuda``; exit 1 with one line when torch sees no GPU.
-
-    Raises:
-        click.UsageError: ``--device cpu`` given with it.
-    """
+def _cuda_required() -> str:
+    """``--require-cuda``: the device to grade on, ``cuda``; exit 1 with one line when torch sees no GPU."""
     import torch
 
-    if device == "cpu" and ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT:
-        raise click.UsageError("--require-cuda grades on CUDA: drop --device cpu (or --require-cuda)")
     if not torch.cuda.is_available():
         click.echo(f"--require-cuda: no CUDA GPU is visible to torch {torch.__version__} "
                    f"(CUDA build: {torch.version.cuda or 'none'}); failing instead of grading on the CPU", err=True)
@@ -185,6 +236,8 @@ def _fail_on_cuda_skips(result: dict) -> None:
 @main.command("list")
 def list_sets() -> None:
     """List the exercise sets, their questions and points."""
+    from rich.console import Console
+
     from grader.grading import collect_points
 
     console = Console(highlight=False)

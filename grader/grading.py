@@ -3,6 +3,8 @@
 The judge (this process) imports the suites and ``reference``; the submission
 only ever runs in the worker. The worker is started first, in the background,
 so its fork server imports torch while this process imports pytest and the suites.
+Importing this module is cheap (no torch, pytest or hypothesis): ``grade`` checks
+its arguments with :func:`check_submission` before anything heavy starts.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from grader.exercises import SUITES, ExerciseSet, Question
-from grader.judge import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT, WorkerProcess
+
+if TYPE_CHECKING:
+    from grader.judge import WorkerProcess
+
+# pytest's own plugins the hidden suites do not need; ``unraisableexception`` and
+# ``threadexception`` run a full ``gc.collect()`` at every session's end (0.1 s).
+PYTEST_OPTIONS = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:unraisableexception",
+                  "-p", "no:threadexception", "--disable-plugin-autoload", "-p", "hypothesispytest",
+                  "--import-mode=importlib", "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES))
 
 
 class KitError(RuntimeError):
@@ -58,27 +68,31 @@ def check_submission(path: Path) -> Path:
 
 
 def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Path, *, device: str = "cpu",
-          memory_limit: int = DEFAULT_MEMORY_LIMIT, time_limit: float = DEFAULT_TIME_LIMIT, threads: int = 0,
+          memory_limit: int | None = None, time_limit: float | None = None, threads: int = 0,
           worker: WorkerProcess | None = None) -> dict[str, Any]:
     """Grade ``submission`` on ``questions`` of ``exercise`` and return the result document.
 
     Args:
         device: ``cpu`` or ``cuda`` (already resolved); reference and learner code both run there.
-        memory_limit: bytes the worker may grow by; time_limit: seconds per call into learner code.
+        memory_limit: bytes the worker may grow by; time_limit: seconds per call into learner code
+            (``None``: ``grader.judge``'s defaults, 4 GiB and 10 s).
         threads: torch threads for the judge and for the worker each (default: half the cores).
         worker: an already-started worker to use (it is stopped afterwards either way).
 
     Raises:
         KitError: a hidden suite failed to import.
     """
-    import pytest
+    from grader.judge import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT, WorkerProcess
 
     started = time.perf_counter()
+    memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+    time_limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     threads = threads or max(1, (os.cpu_count() or 2) // 2)  # judge and worker each take this many
     worker = worker or WorkerProcess(submission, memory_limit=memory_limit, threads=threads, time_limit=time_limit,
                                      cap_address_space=device != "cuda", prefetch=len(questions) > 1)
     if worker._starting is None:
         worker.start()
+    import pytest
     import torch
 
     from grader.plugin import GradingPlugin
@@ -87,11 +101,8 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     plugin = GradingPlugin(worker, torch.device(device))
     judge_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    arguments = [str(q.suite) for q in questions] + [
-        "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--assert=plain", "--import-mode=importlib", "--tb=no",
-        "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
-        "-W", "ignore::DeprecationWarning",
-    ]
+    arguments = [str(q.suite) for q in questions] + [*PYTEST_OPTIONS, "--assert=plain", "--tb=no",
+                                                      "-W", "ignore::DeprecationWarning"]
     output = io.StringIO()
     try:
         with contextlib.redirect_stdout(output):
@@ -150,7 +161,6 @@ def _collected_points(exercise: ExerciseSet) -> dict[str, tuple[float, float]]:
                 totals[question_of(item)] = (full + points, cuda + (points if item.get_closest_marker("cuda") else 0.0))
 
     with contextlib.redirect_stdout(io.StringIO()):
-        pytest.main([str(q.suite) for q in exercise.questions] + [
-            "--collect-only", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
-            "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES)], plugins=[Collector()])
+        pytest.main([str(q.suite) for q in exercise.questions] + ["--collect-only", *PYTEST_OPTIONS],
+                    plugins=[Collector()])
     return totals
