@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from grader.judge import LearnerError
 from reference.misconceptions import variants_of
 
 Hint = tuple[str, Callable[[], Any]]  # (hint text, thunk computing the wrong variant's output)
@@ -206,3 +207,19 @@ def assert_dropout_in_train_mode(train: Any, evaluation: torch.Tensor, what: str
                         f"{float(mean[index]):.5g}, the eval value {float(evaluation[0][index]):.5g}: {site} is "
                         "not where the docstring puts it, or kept values are not scaled by 1/(1 - p) "
                         "(nn.Dropout does both)")
+
+
+def sub_module(module: Any, path: str, call: str) -> Any:
+    """The learner's sub-module of ``module`` at the documented attribute path (``"blocks.0.dropout"``).
+
+    Raises:
+        AssertionError: the path does not exist, named in the learner's terms (``call``).
+    """
+    for part in path.split("."):
+        try:
+            module = module[int(part)] if part.isdigit() else getattr(module, part)
+        except LearnerError as error:
+            if isinstance(error, NotImplementedError):
+                raise
+            _fail(f"{call}.{path}", f"{error.type_name}: {error.message}; the docstring documents this attribute")
+    return module

@@ -73,6 +73,10 @@ BUGGY = [
         '            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")\n',
         "            pass\n",
     ),), hint="did not raise; expected ValueError"),
+    Edit("float mask accepted", FILE, ((
+        "            if mask.is_floating_point():\n"
+        '                raise TypeError("mask must be bool or 0/1 integer, True = may attend")\n', ""),),
+        hint="with a float32 0./1. causal mask did not raise; expected TypeError"),
     Edit("W_o renamed", FILE, (
         ("self.W_o = nn.Linear(d_model, d_model)", "self.out_proj = nn.Linear(d_model, d_model)"),
         ("return self.W_o(out)", "return self.out_proj(out)"),

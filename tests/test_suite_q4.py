@@ -79,6 +79,15 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
           hint="momentum=0.3"), ()),
     (Edit("batchnorm (N, C, L) statistics over dim 0 only", FILE, ((BN_FLAT, "flat = x"),),
           hint="for (N, C, L) input pool each channel over dims 0 and 2"), ()),
+    (Edit("layernorm accepts any shape", FILE, (
+        ('            raise ValueError(f"input {tuple(x.shape)} does not end with {self.normalized_shape}")\n', ""),
+        ("        if tuple(x.shape[-n:]) != self.normalized_shape or x.dim() < n:\n", ""),
+    ), hint="LayerNorm((4, 5)) on x of shape (3, 5, 4) raised RuntimeError"), ()),
+    (Edit("batchnorm accepts any shape", FILE, (
+        ("        if x.dim() not in (2, 3) or x.shape[1] != self.num_features:\n"
+         '            raise ValueError(f"expected (N, {self.num_features}) or (N, {self.num_features}, L), '
+         'got {tuple(x.shape)}")\n', ""),
+    ), hint="on x of shape (2, 6, 3, 2) did not raise; expected ValueError"), ()),
     (Edit("batchnorm trains on one value per channel", FILE, ((BN_TOO_FEW, ""),),
           hint="BatchNorm1D(6) in training mode on x of shape (1, 6) did not raise; expected ValueError"), ()),
     (Edit("batchnorm (N, C, L) reshaped without moving the channel axis", FILE,

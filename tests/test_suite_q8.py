@@ -39,6 +39,22 @@ BUGGY = [
          hint="only the running max may be detached"),
     Edit("q and k swapped in the qkv split", FILE,
          (("q, k, v = qkv.permute(2, 0, 3, 1, 4)", "k, q, v = qkv.permute(2, 0, 3, 1, 4)"),)),
+    # each documented dropout removed (it changes nothing in eval mode)
+    Edit("attention output dropout missing", FILE, (
+        ("return self.dropout(self.out_proj(merged))", "return self.out_proj(merged)"),
+    ), hint="dropout in train mode is missing (FlashMultiHeadAttention.dropout"),
+    Edit("SwiGLU dropout missing", FILE, (
+        ("return self.w2(self.dropout(gate * self.w3(x)))", "return self.w2(gate * self.w3(x))"),
+    ), hint="dropout in train mode is missing (OptimizedFeedForward.dropout"),
+    Edit("embedding dropout missing", FILE, (
+        ("x = self.dropout(self.embedding(tokens) + self.pos_embedding(positions))",
+         "x = self.embedding(tokens) + self.pos_embedding(positions)"),
+    ), hint="dropout in train mode is missing (OptimizedTransformer.dropout"),
+    Edit("dropout not passed to the blocks", FILE, (
+        ("[OptimizedTransformerBlock(d_model, n_heads, d_ff, dropout, use_checkpoint) for _ in range(n_layers)]",
+         "[OptimizedTransformerBlock(d_model, n_heads, d_ff, use_checkpoint=use_checkpoint)"
+         " for _ in range(n_layers)]"),
+    ), hint="blocks.0.attention.dropout.p = 0.1"),
     Edit("SwiGLU with ReLU", FILE, (("gate = F.silu(self.w1(x))", "gate = F.relu(self.w1(x))"),), hint="not ReLU"),
     Edit("post-norm block", FILE, (
         ("            x = x + self.attention(self.norm1(x), mask)\n            return x + self.feed_forward(self.norm2(x))",

@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from grader.checks import assert_close, assert_dropout_in_train_mode, assert_tensor, hints_for, matching_hint
+from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_tensor, hints_for, matching_hint,
+                           sub_module)
 from grader.judge import LearnerError
 from grader.replay import snapshot
 from reference.encoder import FeedForward, MinimalTransformerEncoder, MultiHeadAttention, TransformerBlock
@@ -235,19 +236,28 @@ def test_parameter_names(learner):
 
 
 @pytest.mark.points(0.5)
-def test_mha_rejects_indivisible_d_model(learner):
-    for d_model, n_heads in [(10, 3), (16, 5)]:
+def test_mha_refuses_bad_arguments(learner, device):
+    def refused(call, what: str, error: type, why: str) -> None:
         try:
-            learner.q2.MultiHeadAttention(d_model, n_heads)
-        except ValueError:
-            continue
-        except LearnerError as error:
-            if isinstance(error, NotImplementedError):
+            call()
+        except error:
+            return
+        except LearnerError as raised:
+            if isinstance(raised, NotImplementedError):
                 raise
-            raise AssertionError(f"MultiHeadAttention({d_model}, {n_heads}) raised {error.type_name}: "
-                                 f"{error.message}; expected ValueError (d_model % n_heads != 0)") from None
-        raise AssertionError(f"MultiHeadAttention({d_model}, {n_heads}) did not raise; expected ValueError "
-                             "(d_model must be divisible by n_heads)")
+            raise AssertionError(f"{what} raised {raised.type_name}: {raised.message}; expected {error.__name__} "
+                                 f"({why})") from None
+        raise AssertionError(f"{what} did not raise; expected {error.__name__} ({why})")
+
+    for d_model, n_heads in [(10, 3), (16, 5)]:
+        refused(lambda: learner.q2.MultiHeadAttention(d_model, n_heads), f"MultiHeadAttention({d_model}, {n_heads})",
+                ValueError, "d_model must be divisible by n_heads")
+    mha = learner.q2.MultiHeadAttention(*MHA_ARGS)
+    mha.to(device)
+    x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
+    float_mask = causal_mask(SEQ_LEN, device, torch.float32)  # 0./1. floats
+    refused(lambda: mha(x, x, x, float_mask), f"MultiHeadAttention{MHA_ARGS} with a float32 0./1. causal mask",
+            TypeError, "masks are bool or 0/1 integer; a float mask could mean an additive bias, so it is refused")
 
 
 # --------------------------------------------------------------------------- MultiHeadAttention
@@ -526,19 +536,6 @@ DROPOUT_PATHS = {  # every documented nn.Dropout of each module, by attribute pa
 }
 
 
-def sub_layer(module, path: str, call: str):
-    """``module``'s sub-module at the attribute path ``path`` (``"transformer_blocks.0.dropout"``)."""
-    for part in path.split("."):
-        try:
-            module = module[int(part)] if part.isdigit() else getattr(module, part)
-        except LearnerError as error:
-            if isinstance(error, NotImplementedError):
-                raise
-            raise AssertionError(f"{call}.{path}: {error.type_name}: {error.message}; the docstring asks for "
-                                 "nn.Dropout(dropout) there") from None
-    return module
-
-
 def dropout_inputs(name: str, device: torch.device) -> tuple:
     """Inputs for ``name``: identical samples along the batch for the modules whose dropout is unbiased."""
     if name == "MinimalTransformerEncoder":
@@ -564,7 +561,7 @@ def test_dropout_in_train_mode(learner, device, name, site):
     module = getattr(learner.q2, name)(*args)
     module.to(device)
     for path in DROPOUT_PATHS[name]:  # only `site` drops; the others are switched off
-        sub_layer(module, path, call).p = DROPOUT_P if path == site else 0.0
+        sub_module(module, path, call).p = DROPOUT_P if path == site else 0.0
     inputs = dropout_inputs(name, device)
     module.eval()
     evaluation = module(*inputs)
@@ -576,7 +573,7 @@ def test_dropout_in_train_mode(learner, device, name, site):
     assert_dropout_in_train_mode(train, evaluation, what, p=DROPOUT_P, site=f"{name}.{site}",
                                  unbiased=name in ("MultiHeadAttention", "FeedForward"))
     for path in DROPOUT_PATHS[name]:
-        sub_layer(module, path, call).p = 0.0
+        sub_module(module, path, call).p = 0.0
     assert_close(module(*inputs), evaluation, f"{call}.train() with every dropout at p=0 (must equal eval mode)",
                  **OUT_TOL)
 
@@ -586,7 +583,7 @@ def test_dropout_reaches_every_layer(learner):
     args = (VOCAB, D_MODEL, N_HEADS, N_LAYERS, D_FF, MAX_LEN, 0.3)
     call = f"MinimalTransformerEncoder{args}"
     encoder = learner.q2.MinimalTransformerEncoder(*args)
-    found = {path: sub_layer(encoder, path, call).p for path in DROPOUT_PATHS["MinimalTransformerEncoder"]}
+    found = {path: sub_module(encoder, path, call).p for path in DROPOUT_PATHS["MinimalTransformerEncoder"]}
     wrong = [f"{path}.p = {p!r}" for path, p in found.items() if p != 0.3]
     assert not wrong, (f"{call}: {', '.join(wrong)}; expected p = 0.3 everywhere: pass dropout on to "
                        "PositionalEncoding and every TransformerBlock, and from each block to its MultiHeadAttention "

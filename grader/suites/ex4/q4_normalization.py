@@ -368,6 +368,19 @@ def _refusal(call, what, why):
 @pytest.mark.points(1)
 def test_invalid_inputs_raise_value_error(learner, device):
     problems = []
+    for normalized_shape, shape in ((8, (4, 7)), ((4, 5), (3, 5, 4))):
+        module = learner.q4.LayerNorm(normalized_shape)
+        x = torch.randn(shape, device=device)
+        module.to(device.type)
+        problems.append(_refusal(lambda module=module, x=x: module(x),
+                                 f"{_layernorm_call(normalized_shape)} on x of shape {shape}",
+                                 "the trailing dims of x must be normalized_shape"))
+    for shape in ((4, C + 1), (4,), (2, C, 3, 2)):
+        module = learner.q4.BatchNorm1D(C)
+        module.to(device.type)
+        x = torch.randn(shape, device=device)
+        problems.append(_refusal(lambda module=module, x=x: module(x), f"BatchNorm1D({C}) on x of shape {shape}",
+                                 f"x must be (N, {C}) or (N, {C}, L)"))
     for shape in ((1, C), (1, C, 1)):
         module = learner.q4.BatchNorm1D(C)
         module.to(device.type)

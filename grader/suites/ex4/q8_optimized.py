@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grader import measure
-from grader.checks import assert_close
+from grader.checks import assert_close, assert_dropout_in_train_mode, assert_tensor, sub_module
 from grader.replay import snapshot
 from reference import optimized as ref
 from reference.profiler import matmul_flops
@@ -97,7 +97,7 @@ def test_flash_gradients(learner, device):
             assert_close(got, want, what, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1.5)
 def test_flash_masks(learner, device):
     batch, n_heads, length = 2, 2, 45
     q, k, v = qkv(batch, n_heads, length, length, 8, seed=3, device=device)
@@ -131,7 +131,7 @@ def test_flash_bfloat16(learner, device):
         check_flash(learner, q, k, v, mask, 16, BF16, device)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1.5)
 def test_flash_never_materializes_scores(learner):
     batch, n_heads, length, d_head, block_size = 1, 2, 128, 16, 16
     q, k, v = qkv(batch, n_heads, length, length, d_head, seed=11)
@@ -204,7 +204,7 @@ def assert_backward_close(result: dict, want: dict, what: str) -> None:
         assert_close(result["param_grads"].get(name), grad, f"{what}: gradient of {name}", atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1.5)
 def test_flash_multi_head_attention_matches_reference(learner, device):
     d_model, n_heads = 32, 4
     state = reference_state("FlashMultiHeadAttention", d_model, n_heads, dropout=0.0)
@@ -266,6 +266,46 @@ def test_block_and_model_match_reference(learner, device):
     assert_close(model(tokens, causal), model_ref(tokens, causal).detach(),
                  "OptimizedTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, d_ff=48)(tokens (2, 11), causal)",
                  atol=1e-4, rtol=1e-4)
+
+
+DROPOUT_PATHS = {  # every documented nn.Dropout of each module, by attribute path
+    "FlashMultiHeadAttention": ("dropout",),
+    "OptimizedFeedForward": ("dropout",),
+    "OptimizedTransformer": ("dropout",) + tuple(f"blocks.{i}.{part}.dropout" for i in range(2)
+                                                 for part in ("attention", "feed_forward")),
+}
+DROPOUT_SITES = [  # (module, its arguments before dropout, input, how dropout shows in the output)
+    pytest.param("FlashMultiHeadAttention", (32, 4), "on_output", id="attention-output"),
+    pytest.param("OptimizedFeedForward", (32, 48), "unbiased", id="swiglu-hidden"),
+    pytest.param("OptimizedTransformer", (50, 32, 4, 2, 48, 24), "changes", id="embeddings"),
+]
+
+
+@pytest.mark.points(0.5)
+@pytest.mark.parametrize("name, args, shows", DROPOUT_SITES)
+def test_dropout_in_train_mode(learner, device, name, args, shows):
+    call = f"{name}{(*args, 0.3)}"
+    module = getattr(learner.q8, name)(*args, 0.3)
+    module.to(device)
+    found = {path: sub_module(module, path, call).p for path in DROPOUT_PATHS[name]}
+    wrong = [f"{path}.p = {p!r}" for path, p in found.items() if p != 0.3]
+    assert not wrong, f"{call}: {', '.join(wrong)}; expected p = 0.3: pass dropout on to every sub-layer"
+    for path in DROPOUT_PATHS[name]:  # only the module's own dropout, at p = 0.5
+        sub_module(module, path, call).p = 0.5 if path == "dropout" else 0.0
+    if name == "OptimizedTransformer":
+        inputs = (torch.randint(0, 50, (4, 7), device=device),)
+    else:
+        copies = 2000 if shows == "unbiased" else 64  # identical samples
+        inputs = (torch.randn(1, 6, 32, device=device).expand(copies, -1, -1).contiguous(),)
+    module.eval()
+    evaluation = module(*inputs)
+    module.train()
+    train = module(*inputs)
+    what = (f"{call}.train() with only {name}.dropout active (p=0.5, the sub-layers' at 0) on input "
+            f"{tuple(inputs[0].shape)}")
+    assert_tensor(evaluation, f"{call}.eval() on input {tuple(inputs[0].shape)}")
+    assert_dropout_in_train_mode(train, evaluation, what, p=0.5, site=f"{name}.dropout",
+                                 on_output=shows == "on_output", unbiased=shows == "unbiased")
 
 
 @snapshot
