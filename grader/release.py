@@ -166,9 +166,11 @@ def _write_tree(exercise: ExerciseSet, released: tuple[Question, ...], out: Path
     """Stubs, engine, stand-ins and pyproject of the bundle (suites, tape, manifest and README come later)."""
     stub_folder = out / "exercises" / exercise.name
     stub_folder.mkdir(parents=True)
-    for question in released:
-        solution = exercise.solutions() / f"{question.module}.py"
-        (stub_folder / solution.name).write_text(stubs.strip_solution(solution.read_text()))
+    (stub_folder / "notebooks").mkdir()
+    for question in released:  # each stub as a module and as a notebook (grader.stubs)
+        stub = stubs.strip_solution((exercise.solutions() / f"{question.module}.py").read_text())
+        (stub_folder / f"{question.module}.py").write_text(stub)
+        (stub_folder / "notebooks" / f"{question.module}.ipynb").write_text(stubs.stub_notebook(stub, question.module))
     grader = out / "grader"
     (grader / "suites" / exercise.name).mkdir(parents=True)
     for path in (KIT_ROOT / "grader").glob("*.py"):

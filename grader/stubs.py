@@ -13,10 +13,16 @@ Inside a function the region becomes ``raise NotImplementedError(...)`` naming
 the function; at module level (no indentation) the region is dropped. Run
 ``python -m grader.stubs`` to rewrite ``exercises/<set>/`` from
 ``solutions/<set>/``; ``tests/test_stubs.py`` checks that they agree.
+
+The same stubs are offered as notebooks, ``exercises/<set>/notebooks/qN_<topic>.ipynb``
+(:func:`stub_notebook`): the module docstring as a markdown cell, the imports and
+constants as one code cell, then one code cell per top-level function or class. A
+learner answers in either; ``grader.notebooks`` says which file is graded.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -68,14 +74,49 @@ def strip_solution(source: str) -> str:
     return "".join(out)
 
 
+def stub_notebook(stub: str, name: str) -> str:
+    """The stub module ``stub`` (text) as a notebook (nbformat 4 JSON text), built with jupytext's percent format.
+
+    ``name`` (the module's stem) seeds the cell ids, so the same stub always gives the same file.
+    """
+    import jupytext
+    import nbformat
+
+    lines = stub.splitlines()
+    statements = ast.parse(stub).body
+    starts = [min([s.lineno] + [d.lineno for d in getattr(s, "decorator_list", [])]) for s in statements]
+    cells: list[tuple[str, list[str]]] = []
+    for index, (statement, start) in enumerate(zip(statements, starts)):
+        chunk = lines[start - 1:(starts[index + 1] - 1 if index + 1 < len(starts) else len(lines))]
+        if index == 0 and isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+            cells.append(("markdown", [f"# {line}".rstrip() for line in statement.value.value.strip().splitlines()]))
+        elif (isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+              or not cells or cells[-1][0] != "code-shared"):
+            shared = not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            cells.append(("code-shared" if shared else "code", chunk))
+        else:
+            cells[-1][1].extend(chunk)
+    text = "\n\n".join(("# %% [markdown]" if kind == "markdown" else "# %%") + "\n" + "\n".join(body).strip("\n")
+                        for kind, body in cells) + "\n"
+    notebook = jupytext.reads(text, fmt="py:percent")
+    notebook.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                         "language_info": {"name": "python"}}
+    for number, cell in enumerate(notebook.cells, 1):
+        cell.id, cell.metadata = f"{name.replace('_', '-')}-{number}", {}
+    return nbformat.writes(notebook, version=4) + "\n"
+
+
 def generate(solutions: Path, exercises: Path) -> list[Path]:
-    """Write one stub per ``q*.py`` in ``solutions`` into ``exercises``; return the paths."""
-    exercises.mkdir(parents=True, exist_ok=True)
+    """Write one stub per ``q*.py`` in ``solutions`` into ``exercises``, and its notebook into
+    ``exercises/notebooks/``; return the paths."""
+    (exercises / "notebooks").mkdir(parents=True, exist_ok=True)
     written = []
     for path in sorted(solutions.glob("q*.py")):
-        target = exercises / path.name
-        target.write_text(strip_solution(path.read_text()))
-        written.append(target)
+        target, notebook = exercises / path.name, exercises / "notebooks" / f"{path.stem}.ipynb"
+        stub = strip_solution(path.read_text())
+        target.write_text(stub)
+        notebook.write_text(stub_notebook(stub, path.stem))
+        written += [target, notebook]
     return written
 
 

@@ -119,10 +119,12 @@ def test_stubs_are_generated_from_the_solutions(bundle, bundle_files):
     _, manifest = bundle
     assert manifest["released"] == list(PUBLIC_QUESTIONS)
     stubs_shipped = sorted(n for n in bundle_files if n.startswith("exercises/"))
-    expected = sorted(f"exercises/ex4/{p.name}" for p in SOLUTIONS.glob("q*.py") if not p.name.startswith("q6"))
+    expected = sorted(f"exercises/ex4/{folder}{p.stem}{suffix}" for p in SOLUTIONS.glob("q*.py")
+                      if not p.name.startswith("q6") for folder, suffix in (("", ".py"), ("notebooks/", ".ipynb")))
     assert stubs_shipped == expected
-    for name in stubs_shipped:
-        assert bundle_files[name] == stubs.strip_solution((SOLUTIONS / Path(name).name).read_text()), name
+    for name in stubs_shipped:  # each stub as a module and as a notebook
+        stub = stubs.strip_solution((SOLUTIONS / f"{Path(name).stem}.py").read_text())
+        assert bundle_files[name] == (stub if name.endswith(".py") else stubs.stub_notebook(stub, Path(name).stem)), name
 
 
 def test_public_feedback_is_whole(bundle):
@@ -222,7 +224,8 @@ def test_partial_release_ships_and_grades_only_its_questions(tmp_path):
     out = tmp_path / "q1-only"
     manifest = release.build(exercises.load("ex4"), out, ("q1",))
     assert manifest["released"] == ["q1"] and set(manifest["withheld"]) == {"q2", "q3", "q4", "q5", "q6", "q7", "q8"}
-    assert sorted(p.name for p in (out / "exercises" / "ex4").iterdir()) == ["q1_positional_encoding.py"]
+    assert sorted(str(p.relative_to(out / "exercises" / "ex4")) for p in (out / "exercises" / "ex4").rglob("q*")) == [
+        "notebooks/q1_positional_encoding.ipynb", "q1_positional_encoding.py"]
     assert sorted(p.name for p in (out / "grader" / "suites" / "ex4").glob("q*.py")) == ["q1_positional_encoding.py"]
     completed = learner_grade(out, tmp_path, "q2")
     assert completed.returncode == 2 and "q2 is not part of this release" in completed.stderr

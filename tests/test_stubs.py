@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 
+import nbformat
 import pytest
 
 from conftest import EXERCISES, SOLUTIONS
-from grader.stubs import strip_solution
+from grader.notebooks import convert
+from grader.stubs import strip_solution, stub_notebook
 
 FILES = sorted(p.name for p in SOLUTIONS.glob("q*.py"))
 
@@ -50,3 +52,34 @@ def test_strip_solution_replaces_function_bodies_and_drops_module_regions():
 def test_strip_solution_rejects_unbalanced_markers(broken):
     with pytest.raises(ValueError):
         strip_solution(broken)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_stub_notebook_is_generated_from_the_stub(name):
+    stub = (EXERCISES / name).read_text()
+    path = EXERCISES / "notebooks" / name.replace(".py", ".ipynb")
+    assert path.read_text() == stub_notebook(stub, path.stem), f"run `python -m grader.stubs ex4` to regenerate {path.name}"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_stub_notebook_grades_as_the_stub(name):
+    """The grader builds from the notebook the stub's own definitions: same names, same code."""
+    stub = (EXERCISES / name).read_text()
+    module = convert(EXERCISES / "notebooks" / name.replace(".py", ".ipynb"))
+
+    def definitions(source: str) -> list[str]:
+        return [ast.unparse(node) for node in ast.parse(source).body
+                if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign))]
+
+    assert definitions(module.source) == definitions(stub)
+    # the stubs do no top-level work, except q6's one-thread setting (left out of a notebook, with a note)
+    assert len(module.notes) == (name == "q6_tests.py")
+
+
+def test_stub_notebook_cells_follow_the_module():
+    """Markdown from the docstring, one cell of imports, one cell per top-level definition."""
+    notebook = nbformat.reads(stub_notebook('"""Doc."""\n\nimport math\nX = 1\n\n\ndef f():\n    pass\n\n\n'
+                                            '@dataclass\nclass A:\n    pass\n', "q9_x"), as_version=4)
+    assert [(c.cell_type, c.source) for c in notebook.cells] == [
+        ("markdown", "Doc."), ("code", "import math\nX = 1"), ("code", "def f():\n    pass"),
+        ("code", "@dataclass\nclass A:\n    pass")]
