@@ -139,7 +139,7 @@ def opened(source: Path) -> Iterator[Path]:
         _unzip(source, root, max_members=MAX_CLASS_MEMBERS, max_bytes=MAX_CLASS_BYTES)
         children = [p for p in root.iterdir() if p.name not in IGNORED]
         while (len(children) == 1 and children[0].is_dir() and children[0].name != "submitted"
-               and not any(children[0].glob("q*.py")) and not MOODLE.match(children[0].name)):
+               and not _answer_files(children[0]) and not MOODLE.match(children[0].name)):
             root = children[0]
             children = [p for p in root.iterdir() if p.name not in IGNORED]
         yield root
@@ -290,10 +290,16 @@ def kit_hash(exercise: str, questions: tuple[str, ...] = (), device: str = "cpu"
 
 
 # ----------------------------------------------------------------------------- unpacking
+def _answer_files(folder: Path) -> list[Path]:
+    """The ``q*.py`` and ``q*.ipynb`` files of ``folder`` itself (answers as modules or notebooks)."""
+    return sorted([*folder.glob("q*.py"), *folder.glob("q*.ipynb")])
+
+
 def _answer_folder(root: Path) -> Path | None:
-    """The shallowest folder under ``root`` holding ``q*.py`` files (``__MACOSX`` and hidden ones skipped)."""
+    """The shallowest folder under ``root`` holding ``q*.py`` or ``q*.ipynb`` files (``__MACOSX``, hidden
+    ones and ``.ipynb_checkpoints`` skipped)."""
     candidates = [
-        p.parent for p in root.rglob("q*.py")
+        p.parent for p in [*root.rglob("q*.py"), *root.rglob("q*.ipynb")]
         if not any(part.startswith((".", "__")) for part in p.relative_to(root).parts)
     ]
     if not candidates:
@@ -354,7 +360,7 @@ def _stage(entry: Entry, scratch: Path) -> Path:
 
 
 def materialize(entry: Entry, scratch: Path) -> Path:
-    """The folder with the entry's ``q*.py`` files, copying or unpacking into ``scratch`` first when needed.
+    """The folder with the entry's ``q*.py`` (or ``q*.ipynb``) files, copying or unpacking into ``scratch`` first.
 
     Raises:
         MalformedSubmission: nothing gradable in the entry; the message says why.
@@ -364,19 +370,20 @@ def materialize(entry: Entry, scratch: Path) -> Path:
     if entry.kind == "file":
         raise MalformedSubmission(
             f"{entry.path.name} is neither a folder nor a .zip archive: hand in a folder (or a zip) "
-            "holding your q*_*.py files"
+            "holding your q*_*.py files (or q*_*.ipynb notebooks)"
         )
     source = _stage(entry, scratch)
     folder = _answer_folder(source)
     if folder is None:
-        raise MalformedSubmission(f"no q*_*.py answer files found in {entry.source}: {_describe_contents(source)}")
+        raise MalformedSubmission(f"no q*_*.py answer files found in {entry.source} (nor q*_*.ipynb notebooks): "
+                                  f"{_describe_contents(source)}")
     problems = []
     for path in sorted(folder.glob("q*.py")):
         try:
             compile(path.read_bytes(), path.name, "exec")
         except (SyntaxError, ValueError) as error:
             problems.append(f"{path.name}: {type(error).__name__}: {error}")
-    if problems and len(problems) == len(list(folder.glob("q*.py"))):
+    if problems and len(problems) == len(_answer_files(folder)):  # notebooks are read when graded
         raise MalformedSubmission("none of the answer files is valid Python: " + "; ".join(problems[:3]))
     return folder
 
@@ -393,18 +400,27 @@ def plan_files(entry: Entry, folder: Path, modules: dict[str, str]) -> Plan:
     """Which answer files of ``folder`` (from :func:`materialize`) map to which question.
 
     ``modules`` maps a question id to its module (``q1`` → ``q1_positional_encoding``).
-    A ``q*.py`` file (or, for Canvas, any uploaded file) that is no question's
+    A question answered in both a module and a notebook maps to the file
+    ``grader.notebooks.choose`` grades, and the other is noted. A ``q*.py`` or
+    ``q*.ipynb`` file (or, for Canvas, any uploaded file) that is no question's
     module is noted, as are the entry's own notes (older copies).
     """
+    from grader.notebooks import choose
+
+    chosen = choose(folder)
+    graded = {choice.graded.name for choice in chosen.values()}
     by_module = {module: qid for qid, module in modules.items()}
     result = Plan(notes=list(entry.notes))
     origin = {target: path.name for target, path in entry.files}
     unmatched = [path.name for target, path in entry.files  # Canvas: every upload should be an answer
                  if Path(target).stem not in by_module and path.suffix.lower() != ".zip"]
-    for path in sorted(folder.glob("*.py")):
+    for path in sorted([*folder.glob("*.py"), *folder.glob("*.ipynb")]):
         qid = by_module.get(path.stem)
-        if qid is not None:
+        if qid is not None and path.name in graded:
             result.questions[qid] = origin.get(path.name, path.name)
+        elif qid is not None:
+            result.notes.append(f"{origin.get(path.name, path.name)} not graded: the {qid} answer graded is "
+                                f"{origin.get(chosen[qid].graded.name, chosen[qid].graded.name)}")
         elif path.name.startswith("q") and path.name not in origin:
             unmatched.append(path.name)
     example = next(iter(modules.values()), "q1_topic")
