@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-from grader.report import write_atomic, write_json
+from grader.report import trim_output, write_atomic, write_json
 
 # Gradescope's documented results format (gradescope-autograders.readthedocs.io, "Autograder
 # Specifications", "Output format") as a JSON schema: every field it lists, nothing else; the kit
@@ -158,14 +158,17 @@ def gradescope(result: dict[str, Any], *, hidden_visibility: str = "after_due_da
     ``hidden_visibility``. A test skipped on the grading device (CUDA-only on a CPU) is
     listed as skipped, with its reason and 0 of 0 points: ``score`` is the points graded
     on this device, the listed maxima add up to ``max_score``, and ``output`` states both
-    that total and the full one.
+    that total and the full one. Under a failing test's message comes what the learner's
+    code printed during it, when anything (its first and last lines; all of it is in the result).
     """
     tests = []
     for question in result["questions"]:
         number = question["id"].removeprefix("q")
         for index, test in enumerate(question["tests"], 1):
+            printed = test.get("output") if test["outcome"] in ("failed", "error") else None
+            shown = "\n\nYour code printed:\n" + "\n".join(trim_output(printed, note="")) if printed else ""
             entry = {"name": f"{question['id']} · {test['name']}", "number": f"{number}.{index}",
-                     "tags": [question["id"]], "output": test["message"],
+                     "tags": [question["id"]], "output": test["message"] + shown,
                      "visibility": hidden_visibility if test.get("visibility") == "hidden" else "visible"}
             if test["outcome"] == "skipped":
                 entry.update(name=f"{entry['name']} (skipped)", score=0.0, max_score=0.0,

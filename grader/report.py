@@ -207,8 +207,11 @@ def _points(tests: list[dict[str, Any]]) -> str:
     return f"{sum(t['points'] for t in tests):g}/{sum(t['max_points'] for t in tests):g}"
 
 
-def trim_output(text: str, *, verbose: bool = False) -> list[str]:
-    """Lines of what learner code printed: all with ``verbose``, else the first and last few, each cut short."""
+def trim_output(text: str, *, verbose: bool = False, note: str = " (grade -v shows all)") -> list[str]:
+    """Lines of what learner code printed: all with ``verbose``, else the first and last few, each cut short.
+
+    The line standing for those left out says how many, then ``note``.
+    """
     lines = text.rstrip("\n").splitlines()
     if verbose:
         return lines
@@ -217,7 +220,7 @@ def trim_output(text: str, *, verbose: bool = False) -> list[str]:
     if len(lines) <= OUTPUT_HEAD + OUTPUT_TAIL + 1:
         return lines
     left_out = len(lines) - OUTPUT_HEAD - OUTPUT_TAIL
-    return [*lines[:OUTPUT_HEAD], f"… {left_out} lines left out (grade -v shows all)", *lines[-OUTPUT_TAIL:]]
+    return [*lines[:OUTPUT_HEAD], f"… {left_out} lines left out{note}", *lines[-OUTPUT_TAIL:]]
 
 
 def _print_output(console: Console, text: str, *, verbose: bool, others: int = 0) -> None:
@@ -340,5 +343,8 @@ def render(result: dict[str, Any], console: Console, *, verbose: bool = False) -
         console.print(f"\n[dim]{len(skipped)} tests skipped ({points:g} points, not graded here: "
                       f"{result.get('full_max_score', result['max_score'] + points):g} in all): "
                       f"{escape(skipped[0]['message'])}[/]")
+    if verbose and any(t.get("output") for q in result["questions"] for t in q["tests"]):
+        console.print("\n[dim]What your code printed (stdout and stderr) is kept per test in the result "
+                      "document: grade --json FILE, field output.[/]")
     console.print(f"\n[bold]Total: {result['score']:g}/{result['max_score']:g}[/]"
                   f"  [dim]({result.get('duration_s', 0):.1f} s)[/]")
