@@ -47,6 +47,8 @@ MAP_FILE = ".notebooks.json"  # in the worker's folder: {module file: {"notebook
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 _ANSWER = re.compile(r"^(q\d+)(?:_[^.]*)?\.(py|ipynb)$")
 _MAGIC = re.compile(r"^(\s*)(?:[%!]|[\w.]+(?:\s*,\s*[\w.]+)*\s*=\s*[%!])")  # %time x, !pip .., files = !ls
+_INTERACTIVE = {"input", "print", "breakpoint", "help", "exit", "quit", "open", "exec", "eval", "compile",
+                "__import__"}  # builtins a constant may not call
 _BLOCKS = {ast.For: "a for loop", ast.AsyncFor: "a for loop", ast.While: "a while loop", ast.With: "a with block",
            ast.AsyncWith: "a with block", ast.If: "an if block", ast.Try: "a try block"}
 
@@ -144,7 +146,7 @@ class _Scope:
 
     def __init__(self) -> None:
         self.bound = set(dir(builtins)) | {"__name__", "__file__", "__doc__"}
-        self.imported = set(dir(builtins))
+        self.imported = set(dir(builtins)) - _INTERACTIVE
         self.star = False
 
     def knows(self, names: set[str]) -> bool:
