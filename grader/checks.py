@@ -223,3 +223,26 @@ def sub_module(module: Any, path: str, call: str) -> Any:
                 raise
             _fail(f"{call}.{path}", f"{error.type_name}: {error.message}; the docstring documents this attribute")
     return module
+
+
+def refusal(call: Callable[[], Any], what: str, error: type[BaseException], why: str) -> str | None:
+    """``None`` when ``call()`` (into learner code) raises ``error``, else the problem in one sentence.
+
+    A learner's ``NotImplementedError`` propagates (the question is not done yet).
+    """
+    try:
+        call()
+    except error:
+        return None
+    except LearnerError as raised:
+        if isinstance(raised, NotImplementedError):
+            raise
+        return f"{what} raised {raised.type_name}: {raised.message}; expected {error.__name__} ({why})"
+    return f"{what} did not raise; expected {error.__name__} ({why})"
+
+
+def assert_refused(*refusals: str | None) -> None:
+    """Fail with every problem ``refusal`` found, one per line."""
+    problems = [problem for problem in refusals if problem]
+    if problems:
+        raise AssertionError("\n".join(problems))

@@ -63,6 +63,10 @@ BUGGY = [
         ("x = x + self.pe[:, :seq_len].to(x.dtype)", "x = self.dropout(x) + self.pe[:, :seq_len].to(x.dtype)"),
         ("return self.dropout(x)", "return x"),
     ), hint="of the values are zeroed, expected about p = 50%"),
+    Edit("output in pe's dtype", FILE, (("x = x + self.pe[:, :seq_len].to(x.dtype)", "x = x + self.pe[:, :seq_len]"),),
+         hint="dtype torch.float32, expected torch.float16"),
+    Edit("plot dims not checked", FILE, (("    bad = [dim for dim in dims if not 0 <= dim < d_model]\n", "    bad = []\n"),),
+         hint="plot_periodicity(d_model=8, max_len=10, dims=(-1,)) did not raise"),
     Edit("pe without batch axis", FILE, (
         ("sinusoidal_table(max_len, d_model).unsqueeze(0))", "sinusoidal_table(max_len, d_model))"),
         ("self.pe[:, :seq_len]", "self.pe[:seq_len]"),

@@ -101,6 +101,13 @@ BUGGY = [
          "            weights = torch.softmax(self.dropout(scores), dim=-1)\n"),
         ("out = self.dropout(weights) @ V", "out = weights @ V"),
     ), hint="averaged over 2000 identical samples"),
+    Edit("attention weights stored after dropout", FILE, (
+        ("        self.attention_weights = weights.detach()\n        out = self.dropout(weights) @ V",
+         "        weights = self.dropout(weights)\n        self.attention_weights = weights.detach()\n"
+         "        out = weights @ V"),
+    ), hint="store the weights before dropout"),
+    Edit("attention_weights not initialised", FILE, (("        self.attention_weights = None\n", ""),),
+         hint="attention_weights before the first call should be None"),
     Edit("feed-forward dropout missing", FILE, (
         ("return self.linear2(self.dropout(torch.relu(self.linear1(x))))",
          "return self.linear2(torch.relu(self.linear1(x)))"),

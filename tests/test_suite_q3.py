@@ -96,6 +96,8 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
     (Edit("benchmark accepts empty seq_lens", FILE,
           (("if not seq_lens or min(seq_lens) < 1", "if min(seq_lens, default=1) < 1"),),
           hint="benchmark_attention([]) did not raise; expected ValueError"), ()),
+    (Edit("benchmark accepts n_runs=0", FILE, ((" or n_runs < 1:", ":"),),
+          hint="benchmark_attention([3], n_runs=0) raised ZeroDivisionError"), ()),
     (Edit("benchmark labels 'scaled'", FILE, ((MECHANISMS, MECHANISMS.replace('"scaled_dot_product"', '"scaled"')),),
           hint="no row for mechanism 'scaled_dot_product' with seq_len 3"), ()),
     (Edit("benchmark loops seq_len outer", FILE, ((LOOPS, LOOPS_SEQ_LEN_OUTER),),

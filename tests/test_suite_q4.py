@@ -87,7 +87,7 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
         ("        if x.dim() not in (2, 3) or x.shape[1] != self.num_features:\n"
          '            raise ValueError(f"expected (N, {self.num_features}) or (N, {self.num_features}, L), '
          'got {tuple(x.shape)}")\n', ""),
-    ), hint="on x of shape (2, 6, 3, 2) did not raise; expected ValueError"), ()),
+    ), hint="BatchNorm1D(6) on x of shape (4, 7) raised RuntimeError"), ()),
     (Edit("batchnorm trains on one value per channel", FILE, ((BN_TOO_FEW, ""),),
           hint="BatchNorm1D(6) in training mode on x of shape (1, 6) did not raise; expected ValueError"), ()),
     (Edit("batchnorm (N, C, L) reshaped without moving the channel axis", FILE,

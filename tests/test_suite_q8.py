@@ -55,6 +55,9 @@ BUGGY = [
          "[OptimizedTransformerBlock(d_model, n_heads, d_ff, use_checkpoint=use_checkpoint)"
          " for _ in range(n_layers)]"),
     ), hint="blocks.0.attention.dropout.p = 0.1"),
+    Edit("no max_len check", FILE, ((
+        '            raise ValueError(f"sequence of length {seq_len} is longer than max_len={self.max_len}")\n',
+        "            pass\n"),), hint="on tokens (1, 25) raised IndexError"),
     Edit("SwiGLU with ReLU", FILE, (("gate = F.silu(self.w1(x))", "gate = F.relu(self.w1(x))"),), hint="not ReLU"),
     Edit("post-norm block", FILE, (
         ("            x = x + self.attention(self.norm1(x), mask)\n            return x + self.feed_forward(self.norm2(x))",

@@ -107,6 +107,9 @@ def test_table_rejects_bad_sizes(learner):
     for max_len, d_model in [(10, 7), (10, 1), (0, 8), (10, 0), (-3, 8), (10, -4)]:
         expect_value_error(lambda: learner.q1.sinusoidal_table(max_len, d_model),
                            f"sinusoidal_table({max_len}, {d_model})", "d_model must be even and both sizes positive")
+    for dims in [(0, 8), (-1,)]:
+        expect_value_error(lambda: learner.q1.plot_periodicity(d_model=8, max_len=10, dims=dims),
+                           f"plot_periodicity(d_model=8, max_len=10, dims={dims})", "every dim must be in [0, d_model)")
 
 
 # --------------------------------------------------------------------------- PositionalEncoding
@@ -131,6 +134,9 @@ def test_module_adds_table_batch_first(learner, device):
     assert_close(got, expected, f"PositionalEncoding({d_model}, {max_len}, dropout=0.1).eval() on x (3, 20, 16)",
                  hints=hints_for("PositionalEncoding", run) + hints_for("sinusoidal_table", add_table),
                  rtol=0.0, atol=1e-5)
+    half = module(x.half())  # the output keeps x's dtype: float16 in, float16 out (one float16 rounding apart)
+    assert_close(half, expected.half(), f"PositionalEncoding({d_model}, {max_len}, dropout=0.1).eval() on x (3, 20, 16) "
+                 "in float16 (the output has x's dtype: convert pe with .to(x.dtype))", rtol=0.0, atol=4e-3)
 
 
 @pytest.mark.points(0.5)

@@ -22,9 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_tensor, hints_for, matching_hint,
-                           sub_module)
-from grader.judge import LearnerError
+from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, assert_tensor, hints_for,
+                           matching_hint, refusal, sub_module)
 from grader.replay import snapshot
 from reference.encoder import FeedForward, MinimalTransformerEncoder, MultiHeadAttention, TransformerBlock
 
@@ -236,28 +235,24 @@ def test_parameter_names(learner):
 
 
 @pytest.mark.points(0.5)
-def test_mha_refuses_bad_arguments(learner, device):
-    def refused(call, what: str, error: type, why: str) -> None:
-        try:
-            call()
-        except error:
-            return
-        except LearnerError as raised:
-            if isinstance(raised, NotImplementedError):
-                raise
-            raise AssertionError(f"{what} raised {raised.type_name}: {raised.message}; expected {error.__name__} "
-                                 f"({why})") from None
-        raise AssertionError(f"{what} did not raise; expected {error.__name__} ({why})")
-
-    for d_model, n_heads in [(10, 3), (16, 5)]:
-        refused(lambda: learner.q2.MultiHeadAttention(d_model, n_heads), f"MultiHeadAttention({d_model}, {n_heads})",
-                ValueError, "d_model must be divisible by n_heads")
+def test_bad_arguments_are_refused(learner, device):
+    problems = [refusal(lambda: learner.q2.MultiHeadAttention(d_model, n_heads),
+                        f"MultiHeadAttention({d_model}, {n_heads})", ValueError, "d_model must be divisible by n_heads")
+                for d_model, n_heads in [(10, 3), (16, 5)]]
     mha = learner.q2.MultiHeadAttention(*MHA_ARGS)
     mha.to(device)
     x = torch.randn(BATCH, SEQ_LEN, D_MODEL, device=device)
     float_mask = causal_mask(SEQ_LEN, device, torch.float32)  # 0./1. floats
-    refused(lambda: mha(x, x, x, float_mask), f"MultiHeadAttention{MHA_ARGS} with a float32 0./1. causal mask",
-            TypeError, "masks are bool or 0/1 integer; a float mask could mean an additive bias, so it is refused")
+    problems.append(refusal(lambda: mha(x, x, x, float_mask),
+                            f"MultiHeadAttention{MHA_ARGS} with a float32 0./1. causal mask", TypeError,
+                            "masks are bool or 0/1 integer; a float mask could mean an additive bias, so it is "
+                            "refused"))
+    encoder = learner.q2.MinimalTransformerEncoder(*ENCODER_ARGS)
+    encoder.to(device)
+    too_long = tokens_for(1, MAX_LEN + 1, device)
+    problems.append(refusal(lambda: encoder(too_long), f"MinimalTransformerEncoder{ENCODER_ARGS} on tokens "
+                            f"{tuple(too_long.shape)}", ValueError, f"seq_len {MAX_LEN + 1} > max_len {MAX_LEN}"))
+    assert_refused(*problems)
 
 
 # --------------------------------------------------------------------------- MultiHeadAttention
@@ -289,6 +284,12 @@ def test_mha_output(learner, device, mask_kind, q_len, k_len):
 def test_mha_attention_weights(learner, device):
     state = reference_state("MultiHeadAttention")
     mha = learner_module(learner, "MultiHeadAttention", state, device)
+    try:
+        before = type(mha.attention_weights).__name__
+    except AttributeError:
+        before = "no such attribute"
+    assert before == "NoneType", (f"MultiHeadAttention{MHA_ARGS}.attention_weights before the first call should be "
+                                  f"None, got {before} (set self.attention_weights = None in __init__)")
     for kind, q_len, k_len in [("causal", 5, 5), ("padding", 3, 6)]:
         query = torch.randn(BATCH, q_len, D_MODEL, device=device)
         key = query if q_len == k_len else torch.randn(BATCH, k_len, D_MODEL, device=device)
@@ -572,6 +573,14 @@ def test_dropout_in_train_mode(learner, device, name, site):
     assert_tensor(evaluation, f"{call}.eval() on input {shape}")
     assert_dropout_in_train_mode(train, evaluation, what, p=DROPOUT_P, site=f"{name}.{site}",
                                  unbiased=name in ("MultiHeadAttention", "FeedForward"))
+    if name == "MultiHeadAttention":  # the stored weights are taken before dropout: rows still sum to 1
+        weights = module.attention_weights
+        assert_tensor(weights, f"{what}: attention_weights", shape=(DROPOUT_COPIES, N_HEADS, SEQ_LEN, SEQ_LEN))
+        sums = weights.double().sum(dim=-1)
+        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5), (
+            f"{what}: attention_weights rows sum to {sums.min().item():.4g}..{sums.max().item():.4g}, expected 1: "
+            "store the weights before dropout (self.attention_weights = weights.detach(), then self.dropout(weights) "
+            "@ V)")
     for path in DROPOUT_PATHS[name]:
         sub_module(module, path, call).p = 0.0
     assert_close(module(*inputs), evaluation, f"{call}.train() with every dropout at p=0 (must equal eval mode)",

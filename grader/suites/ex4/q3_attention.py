@@ -396,6 +396,9 @@ def test_invalid_arguments_are_refused(learner, device):
     problems.append(_refusal(lambda: learner.q3.benchmark_attention([], hidden_size=8, batch_size=2,
                                                                      device=device.type),
                              ValueError, "benchmark_attention([])", "seq_lens must not be empty"))
+    problems.append(_refusal(lambda: learner.q3.benchmark_attention([3], hidden_size=8, batch_size=2,
+                                                                     device=device.type, n_runs=0),
+                             ValueError, "benchmark_attention([3], n_runs=0)", "n_runs must be positive"))
     problems = [p for p in problems if p]
     assert not problems, "\n".join(problems)
 

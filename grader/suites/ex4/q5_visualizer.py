@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from grader.checks import assert_allclose_number
+from grader.checks import assert_allclose_number, assert_refused, refusal
 from reference import visualizer as ref
 
 STATISTICS = ("entropy", "diag_strength", "locality")
@@ -38,8 +38,8 @@ def wrong_variants(w: torch.Tensor) -> dict[str, list[tuple[torch.Tensor, str]]]
     }
 
 
-def check_statistics(got, weights: torch.Tensor, what: str, *, rtol: float = 1e-6, atol: float = 1e-9) -> None:
-    """``got`` (learner's analyze_attention_patterns) equals the reference on ``weights``."""
+def check_statistics(got, weights: torch.Tensor, what: str, *, rtol: float = 1e-9, atol: float = 1e-12) -> None:
+    """``got`` (learner's analyze_attention_patterns) equals the reference on ``weights`` (float64: to 1e-9)."""
     expected = ref.analyze_attention_patterns(weights)
     n_heads = weights.shape[1]
     assert isinstance(got, list), f"{what}: expected a list of per-head dicts, got {type(got).__name__}"
@@ -66,7 +66,7 @@ def visualizer_with(learner, layers: list[tuple[str, torch.Tensor]]):
     return viz
 
 
-@pytest.mark.points(3)
+@pytest.mark.points(2.5)
 def test_statistics_match_reference_on_random_weights(learner):
     # non-square (q_len 5 ≠ k_len 7) and a second layer, so axes and layer_idx both matter
     layer0, layer1 = random_weights(2, 3, 5, 7, seed=1), random_weights(3, 4, 6, 6, seed=2)
@@ -108,6 +108,46 @@ def test_statistics_known_answers(learner):
                 hint = "0·log 0 must count as 0 (torch.xlogy(w, w)); log(0) = −inf gives nan"
             assert_allclose_number(got, value, f"analyze_attention_patterns on {what}: '{stat}'", rtol=1e-9,
                                    atol=1e-9, hint=hint)
+
+
+@pytest.mark.points(0.5)
+def test_layers_stored_and_indexed_as_a_list(learner, device):
+    first, second = random_weights(2, 3, 4, 4, seed=30).double(), random_weights(3, 2, 5, 6, seed=31)
+    viz = visualizer_with(learner, [("first", first.to(device)), ("second", second.to(device))])
+    layers = viz.layers
+    what = f"after add_attention_weights of float64 weights {tuple(first.shape)} and float32 {tuple(second.shape)}"
+    assert isinstance(layers, list) and [name for name, _ in layers] == ["first", "second"], (
+        f"{what} (on {device.type}): layers should be [('first', weights), ('second', weights)], got {layers!r:.200}")
+    for (name, stored), given in zip(layers, (first, second)):
+        assert isinstance(stored, torch.Tensor) and stored.device.type == "cpu" and stored.dtype == given.dtype, (
+            f"{what} (on {device.type}): layer {name!r} should be stored as a CPU tensor of the given dtype "
+            f"{given.dtype}, got " + (f"{stored.dtype} on {stored.device.type}" if isinstance(stored, torch.Tensor)
+                                      else type(stored).__name__))
+        assert torch.equal(stored, given), f"{what}: layer {name!r} should hold the weights as given"
+    check_statistics(viz.analyze_attention_patterns(-1), second,
+                     "analyze_attention_patterns(layer_idx=-1) (the last layer, as for a list)")
+    try:
+        figure = viz.visualize_head_patterns(-1, sample_idx=-1)
+    except IndexError as error:
+        raise AssertionError(f"visualize_head_patterns(-1, sample_idx=-1) raised IndexError ({error}); negative "
+                             "indices count from the end, as for a list") from None
+    shown = [ax.images[0] if ax.images else None for ax in figure.axes]
+    want = [second[-1, h].double() for h in range(second.shape[1])]  # (q_len, k_len) per head
+    assert len(shown) == len(want) and all(image is not None and torch.allclose(image, expected, atol=1e-6)
+                                           for image, expected in zip(shown, want)), (
+        "visualize_head_patterns(-1, sample_idx=-1) should show weights[-1, h] of the last layer in axes h "
+        "(negative indices count from the end, as for a list)")
+    why = "indices work as for a list"
+    assert_refused(
+        refusal(lambda: viz.analyze_attention_patterns(2), "analyze_attention_patterns(2) with 2 layers", IndexError,
+                why),
+        refusal(lambda: viz.analyze_attention_patterns(-3), "analyze_attention_patterns(-3) with 2 layers", IndexError,
+                why),
+        refusal(lambda: viz.visualize_head_patterns(2, 0), "visualize_head_patterns(layer_idx=2) with 2 layers",
+                IndexError, why),
+        refusal(lambda: viz.visualize_head_patterns(0, sample_idx=2),
+                f"visualize_head_patterns(0, sample_idx=2) with a batch of {first.shape[0]}", IndexError, why),
+    )
 
 
 @pytest.mark.points(2)

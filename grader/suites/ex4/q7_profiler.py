@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from grader.checks import assert_refused, refusal
 from reference import profiler as ref
 
 # The models profiled here are built in the judge from torch modules only and sent to
@@ -190,13 +191,13 @@ def test_complexity_exponent(learner):
     time_exponent = result["time_exponent"]  # time is noisy: only its form is checked
     assert isinstance(time_exponent, float) and math.isfinite(time_exponent), (
         f"{what}: time_exponent should be a finite float, got {time_exponent!r}")
-    try:
-        learner.q7.TransformerProfiler().analyze_complexity(model, [64, 64], n_runs=1)
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("analyze_complexity(model, [64, 64]) should raise ValueError: one distinct seq_len "
-                             "cannot give an exponent")
+    profiler = learner.q7.TransformerProfiler()
+    assert_refused(
+        refusal(lambda: profiler.analyze_complexity(model, [64, 64], n_runs=1), "analyze_complexity(model, [64, 64])",
+                ValueError, "one distinct seq_len cannot give an exponent"),
+        refusal(lambda: profiler.analyze_complexity(model, [0, 8], n_runs=1), "analyze_complexity(model, [0, 8])",
+                ValueError, "every seq_len must be at least 1"),
+    )
 
 
 def test_visualize_profiles(learner):

@@ -7,7 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grader import measure
-from grader.checks import assert_close, assert_dropout_in_train_mode, assert_tensor, sub_module
+from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, assert_tensor, refusal,
+                           sub_module)
 from grader.replay import snapshot
 from reference import optimized as ref
 from reference.profiler import matmul_flops
@@ -266,6 +267,9 @@ def test_block_and_model_match_reference(learner, device):
     assert_close(model(tokens, causal), model_ref(tokens, causal).detach(),
                  "OptimizedTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, d_ff=48)(tokens (2, 11), causal)",
                  atol=1e-4, rtol=1e-4)
+    too_long = torch.randint(0, 50, (1, 25), device=device)
+    assert_refused(refusal(lambda: model(too_long), "OptimizedTransformer(..., max_len=24) on tokens (1, 25)",
+                           ValueError, "seq_len 25 > max_len 24"))
 
 
 DROPOUT_PATHS = {  # every documented nn.Dropout of each module, by attribute path
