@@ -43,12 +43,13 @@ from pathlib import Path
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 SKIP_TAGS = ("grader-skip", "skip")
-MAP_FILE = ".notebooks.json"  # in the worker's folder: {module file: {"notebook": name, "lines": [[cell, line] | None]}}
+MAP_FILE = ".notebooks.json"  # worker folder: {module file: {"notebook": name, "lines": [[cell, line] | None]}}
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 _ANSWER = re.compile(r"^(q\d+)(?:_[^.]*)?\.(py|ipynb)$")
 _MAGIC = re.compile(r"^(\s*)(?:[%!]|[\w.]+(?:\s*,\s*[\w.]+)*\s*=\s*[%!])")  # %time x, !pip .., files = !ls
 _INTERACTIVE = {"input", "print", "breakpoint", "help", "exit", "quit", "open", "exec", "eval", "compile",
                 "__import__"}  # builtins a constant may not call
+_UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)  # null bytes, absurd nesting
 _BLOCKS = {ast.For: "a for loop", ast.AsyncFor: "a for loop", ast.While: "a while loop", ast.With: "a with block",
            ast.AsyncWith: "a with block", ast.If: "an if block", ast.Try: "a try block"}
 
@@ -88,8 +89,8 @@ def read_cells(path: Path) -> list[tuple[str, str, tuple[str, ...]]]:
             raise NotebookError(f"{path.name} is larger than {MAX_NOTEBOOK_BYTES >> 20} MiB (clear its outputs)")
         notebook = nbformat.read(path, as_version=4)
         nbformat.validate(notebook)
-        cells = [(str(cell.cell_type), str(cell.source), tuple(str(t) for t in cell.get("metadata", {}).get("tags", ())))
-                 for cell in notebook.cells]
+        cells = [(str(cell.cell_type), str(cell.source),
+                  tuple(str(t) for t in cell.get("metadata", {}).get("tags", ()))) for cell in notebook.cells]
     except NotebookError:
         raise
     except Exception as error:  # noqa: BLE001 - any parse failure of a learner's file is the learner's
@@ -104,7 +105,7 @@ def _without_magics(source: str) -> tuple[str, list[str]]:
     try:
         ast.parse(source)
         return source, []  # valid Python: nothing to replace (a "%" line inside a string stays)
-    except SyntaxError:
+    except _UNPARSABLE:
         pass
     lines, seen = source.split("\n"), []
     for number, line in enumerate(lines):
@@ -220,7 +221,7 @@ def convert(path: Path) -> Converted:
     Raises:
         NotebookError: the file is not a readable notebook.
     """
-    header = f"# built by the grader from {Path(path).name}: its definitions, imports and constants\n"
+    header = f"# built by the grader from {Path(path).name!r}: its definitions, imports and constants\n"
     future: list[tuple[str, tuple[int, int]]] = []  # ``from __future__`` lines go first
     body: list[tuple[str, tuple[int, int] | None]] = []
     notes: list[str] = []
@@ -243,7 +244,7 @@ def convert(path: Path) -> Converted:
         lines = code.split("\n")
         try:
             statements = ast.parse(code).body
-        except SyntaxError:  # kept as it is: importing fails at this cell and line
+        except _UNPARSABLE:  # kept as it is: importing fails at this cell and line
             body += [(line + "\n", (number, i)) for i, line in enumerate(lines, 1)]
             continue
         dropped: list[tuple[int, str]] = []
@@ -337,6 +338,16 @@ def has_answers(folder: Path) -> bool:
     return bool(choose(folder))
 
 
+def _converted(path: Path) -> Converted | str:
+    """:func:`convert`, or the one-line reason why the notebook cannot be graded (never a kit traceback)."""
+    try:
+        return convert(path)
+    except NotebookError as error:
+        return str(error)
+    except Exception as error:  # noqa: BLE001 - a learner's file the converter chokes on: said in their terms
+        return f"the grader could not read {path.name} ({type(error).__name__}: {error})"[:300]
+
+
 def install(source: Path, target: Path) -> None:
     """Write the module of every notebook graded in ``source`` into the worker's folder ``target``.
 
@@ -352,10 +363,9 @@ def install(source: Path, target: Path) -> None:
         if choice.other is not None:
             (target / choice.other.name).unlink(missing_ok=True)
         module = target / f"{choice.graded.stem}.py"
-        try:
-            converted = convert(choice.graded)
-        except NotebookError as error:
-            converted = Converted(f"raise ImportError({str(error)!r})\n", [None])
+        converted = _converted(choice.graded)
+        if isinstance(converted, str):
+            converted = Converted(f"raise ImportError({converted!r})\n", [None])
         module.write_text(converted.source, encoding="utf-8")
         maps[module.name] = {"notebook": choice.graded.name, "lines": converted.lines}
     if maps:
@@ -376,10 +386,8 @@ def describe(folder: Path) -> dict[str, dict]:
                 f"{choice.graded.name} is the untouched stub" if choice.is_notebook
                 else f"{choice.graded.name} is graded when it is not the untouched stub"))
         if choice.is_notebook:
-            try:
-                notes += convert(choice.graded).notes
-            except NotebookError as error:
-                notes.append(str(error))
+            converted = _converted(choice.graded)
+            notes += [converted] if isinstance(converted, str) else converted.notes
         described[qid] = {"graded_file": choice.graded.name, **({"file_notes": notes} if notes else {})}
     return described
 

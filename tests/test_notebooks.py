@@ -132,7 +132,7 @@ def test_the_py_is_graded_unless_it_is_the_untouched_stub(tmp_path):
     stub = tmp_path / "stub"
     stub.mkdir()
     shutil.copy(EXERCISES / f"{Q1}.py", stub)
-    (stub / f"{Q1}.py").write_text("# my answers below\n" + (stub / f"{Q1}.py").read_text())  # a comment: still the stub
+    (stub / f"{Q1}.py").write_text("# my answers below\n" + (stub / f"{Q1}.py").read_text())  # still the stub
     write_notebook(stub / f"{Q1}.ipynb", cells_of((SOLUTIONS / f"{Q1}.py").read_text()))
     assert notebooks.choose(stub)["q1"].graded.name == f"{Q1}.ipynb"
     answered = tmp_path / "answered"
@@ -186,7 +186,8 @@ def test_notebook_answer_grades_and_top_level_work_never_runs(tmp_path):
     assert block["graded_file"] == f"{Q1}.ipynb"
     notes = "\n".join(block["file_notes"])
     assert f"{Q1}.py not graded: {Q1}.ipynb is the untouched stub" in notes
-    assert "cell 2: IPython magic" in notes and "cell 3: IPython magic and shell lines left out (!pip, %timeit)" in notes
+    assert "cell 2: IPython magic" in notes
+    assert "cell 3: IPython magic and shell lines left out (!pip, %timeit)" in notes
     count = len(cells) + 1
     assert f"cell {count - 2}: left out (tagged skip)" in notes
     assert f"cell {count - 1}: top-level code left out (a while loop at line 1)" in notes

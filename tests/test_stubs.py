@@ -58,7 +58,7 @@ def test_strip_solution_rejects_unbalanced_markers(broken):
 def test_stub_notebook_is_generated_from_the_stub(name):
     stub = (EXERCISES / name).read_text()
     path = EXERCISES / "notebooks" / name.replace(".py", ".ipynb")
-    assert path.read_text() == stub_notebook(stub, path.stem), f"run `python -m grader.stubs ex4` to regenerate {path.name}"
+    assert path.read_text() == stub_notebook(stub, path.stem), f"run `python -m grader.stubs ex4` ({path.name})"
 
 
 @pytest.mark.parametrize("name", FILES)
