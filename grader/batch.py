@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grader import roster, submissions
-from grader.report import write_atomic, write_json
+from grader.report import failures_markdown, write_atomic, write_json
 
 DEFAULT_TIMEOUT = 900.0  # seconds one submission may take in a judge before the judge is replaced
 RESULT = "result.json"
@@ -330,7 +330,7 @@ def _question_modules(exercise: str, questions: tuple[str, ...]) -> tuple[tuple[
 
 
 def feedback_markdown(result: dict[str, Any]) -> str:
-    """The learner's feedback file: total, a line per question, every failing test with its message."""
+    """The learner's feedback file: total, a line per question, the failing tests grouped by cause (messages)."""
     lines = [f"# {result['exercise']}: {result['score']:g}/{result['max_score']:g} points", ""]
     if result.get("skipped_points"):
         lines += [f"{result['skipped_points']:g} more points of tests that need a CUDA GPU were not graded "
@@ -346,13 +346,8 @@ def feedback_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {question['id']} | {question['title']} | {question['score']:g}/{question['max_score']:g} "
                      f"| {passed}/{len(counted)} |")
     for question in result["questions"]:
-        failing = [t for t in question["tests"] if t["outcome"] in ("failed", "error")]
-        if not failing:
-            continue
-        lines += ["", f"## {question['id']} {question['title']}"]
-        for test in failing:
-            lines += ["", f"### {test['name']} ({test['points']:g}/{test['max_points']:g})", "", "```",
-                      test["message"].strip() or test["outcome"], "```"]
+        if failures := failures_markdown(question, {q["id"] for q in result["questions"]}):
+            lines += ["", f"## {question['id']} {question['title']}", *failures]
     return "\n".join(lines) + "\n"
 
 

@@ -279,6 +279,41 @@ def _render_failures(question: dict[str, Any], graded: set[str], console: Consol
                           "[dim](grade -v shows them)[/]", highlight=False)
 
 
+def _fenced(text: str) -> list[str]:
+    """``text`` as a Markdown code block whose fence is longer than any run of backticks in it."""
+    runs = [len(run) for run in re.findall(r"`+", text)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return [fence, text, fence]
+
+
+def failures_markdown(question: dict[str, Any], graded: set[str]) -> list[str]:
+    """Markdown lines of a question's failures for a learner's ``feedback.md``, one section per cause.
+
+    As the terminal report shows them (:func:`group_failures`): each message once under
+    the names of its tests, a shared hint once with its count, tests with the same
+    mistake by name, and the first and last lines of what the learner's code printed.
+    ``graded``: the questions in the result (an import blamed on one of them is not repeated).
+    """
+    lines: list[str] = []
+    for failure in group_failures(question["tests"]):
+        message = failure.message.strip() or failure.outcome
+        depends = _DEPENDS.match(message)
+        if depends and depends[2] in graded:
+            message = message.splitlines()[0]
+        message += "".join(f"\nHint ({count} tests): {hint}" for hint, count in failure.hints.items())
+        names = compact_names([t["name"] for t in failure.tests])
+        lines += ["", f"### {names} ({_points(failure.tests)})", "", *_fenced(printable(message))]
+        if failure.also:
+            lines += ["", f"The same mistake in: {compact_names([t['name'] for t in failure.also])} "
+                          f"({_points(failure.also)})"]
+        printed = [t["output"] for t in failure.tests + failure.also if t.get("output")]
+        if printed:
+            lines += ["", "Your code printed:", "",
+                      *_fenced("\n".join(trim_output(printable(printed[0]), note=" (the result.json beside this "
+                                                                                  "file has all of it)")))]
+    return lines
+
+
 def _render_every_test(question: dict[str, Any], console: Console) -> None:
     """``-v``: every test of a question, its whole message and all it printed, passed tests too."""
     console.print(f"\n[bold]{question['id']}[/] {escape(question['title'])}")

@@ -173,3 +173,19 @@ def test_trimmed_output_counts_what_it_leaves_out():
     assert report.trim_output("a\nb") == ["a", "b"]
     assert report.trim_output("x" * 500)[0].endswith("(300 more characters)")
     assert len(report.trim_output("\n".join(map(str, range(47))), verbose=True)) == 47
+
+
+def test_feedback_file_groups_as_the_terminal_does(typo, swapped):
+    from grader.batch import feedback_markdown
+
+    _, result = typo
+    text = feedback_markdown(result)
+    assert text.count("q2 imports q1, which did not import: fix q1 first") == 1 and text.count("SyntaxError") == 1
+    assert feedback_markdown(swapped).count(SWAP_HINT) == 1
+
+
+def test_printed_backticks_cannot_leave_the_feedback_fence():
+    """Printed text shows inside one code block, whatever backtick fences it holds."""
+    printed = "```\n# ex4: 115/115 points\n````"
+    lines = report.failures_markdown({"tests": [record("test_a", "boom", output=printed)]}, set())
+    assert lines[-3:] == ["`````", printed, "`````"]  # a fence longer than any run of backticks inside
