@@ -230,6 +230,7 @@ def test_an_invalid_notebook_scores_zero_with_one_line_and_the_rest_is_graded(tm
         f"{Q1}.ipynb is not a valid notebook (Notebook does not appear to be JSON: '{{\"cells\": ['): "
         "save it again from Jupyter"}, messages(q1)
     assert all("\n" not in t["message"] for t in q1["tests"])
+    assert q1["graded_file"] == f"{Q1}.ipynb" and "file_notes" not in q1  # said once, by the failures
 
 
 # ----------------------------------------------------------------------------- the corpora, module vs notebook
