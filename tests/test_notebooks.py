@@ -243,6 +243,18 @@ def _same_place(message: str) -> str:
     return _LOCATION.sub(lambda m: f"<{next(g for g in m.groups() if g)}>", message)
 
 
+def test_the_corpus_notebooks_hold_code_a_careless_converter_would_run(tmp_path):
+    """The twin notebooks of the slow test are honest: running all their cells fails; the built module does not."""
+    shutil.copy(SOLUTIONS / f"{Q1}.py", tmp_path)
+    path = as_notebook(tmp_path / f"{Q1}.py")
+    code = [cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+    with pytest.raises(SyntaxError):  # the magic line
+        compile("\n".join(code), "all_cells", "exec")
+    with pytest.raises(NameError, match="plt"):  # the top-level work: a loop, print, plt.show()
+        exec(compile("\n".join(code[1:]), "all_cells", "exec"), {})
+    exec(compile(notebooks.convert(path).source, f"{Q1}.py", "exec"), {})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("qid", [q.id for q in exercises.load("ex4").questions])
 def test_notebook_and_module_agree_on_every_buggy_edit(qid, tmp_path, record_property):
