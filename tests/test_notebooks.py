@@ -255,6 +255,26 @@ def test_the_corpus_notebooks_hold_code_a_careless_converter_would_run(tmp_path)
     exec(compile(notebooks.convert(path).source, f"{Q1}.py", "exec"), {})
 
 
+def test_every_corpus_edit_builds_back_its_module(tmp_path):
+    """Fast and static: the notebook of each buggy edit gives the module's own top-level statements back
+    (bare expressions aside: q6's ``torch.set_num_threads(1)`` is top-level work, left out with a note)."""
+
+    def statements(source: str) -> list[str]:
+        return [ast.dump(node) for node in ast.parse(source).body if not isinstance(node, ast.Expr)]
+
+    count = 0
+    for block in exercises.load("ex4").questions:
+        for edit in [None, *importlib.import_module(f"test_suite_{block.id}").BUGGY]:
+            text = (SOLUTIONS / f"{block.module}.py").read_text()
+            for old, new in edit.edits if edit and edit.file == f"{block.module}.py" else ():
+                text = text.replace(old, new)
+            module = tmp_path / f"{block.module}.py"
+            module.write_text(text)
+            assert statements(notebooks.convert(as_notebook(module)).source) == statements(text), (block.id, edit)
+            count += 1
+    assert count > 100
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("qid", [q.id for q in exercises.load("ex4").questions])
 def test_notebook_and_module_agree_on_every_buggy_edit(qid, tmp_path, record_property):
