@@ -115,7 +115,7 @@ def run(worker: Any, path: str, impls: list[int]) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many tiny ops: a second thread only adds hand-off latency
     code = pytest.main(
-        [path, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", f"python_files={path}",
+        [path, "-p", "no:terminal", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", f"python_files={path}",
          "-o", "python_functions=test_*", "--rootdir", ".", "-c", "/dev/null", "-W", "ignore"],
         plugins=[ImplPlugin()],
     )
