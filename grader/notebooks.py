@@ -46,7 +46,8 @@ SKIP_TAGS = ("grader-skip", "skip")
 MAP_FILE = ".notebooks.json"  # worker folder: {module file: {"notebook": name, "lines": [[cell, line] | None]}}
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 _ANSWER = re.compile(r"^(q\d+)(?:_[^.]*)?\.(py|ipynb)$")
-_MAGIC = re.compile(r"^(\s*)(?:[%!]|[\w.]+(?:\s*,\s*[\w.]+)*\s*=\s*[%!])")  # %time x, !pip .., files = !ls
+_MAGIC = re.compile(r"^(\s*)(?:[%!]|[\w.]+(?:\s*,\s*[\w.]+)*\s*=\s*[%!]"  # %time x, !pip .., files = !ls
+                    r"|\?{1,2}[\w.]+\s*$|[\w.]+\?{1,2}\s*$)")  # help: ?obj, obj??
 _INTERACTIVE = {"input", "print", "breakpoint", "help", "exit", "quit", "open", "exec", "eval", "compile",
                 "__import__"}  # builtins a constant may not call
 _UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)  # null bytes, absurd nesting
@@ -111,7 +112,7 @@ def _without_magics(source: str) -> tuple[str, list[str]]:
     for number, line in enumerate(lines):
         match = _MAGIC.match(line)
         if match:
-            seen.append(line.strip().split()[0] if line.strip()[:1] in "%!" else line.strip())
+            seen.append(line.strip().split()[0] if line.strip()[:1] in "%!" else line.strip()[:30])
             lines[number] = f"{match.group(1)}pass"
     return "\n".join(lines), seen
 
@@ -189,7 +190,7 @@ def _left_out(statement: ast.stmt, scope: _Scope) -> str | None:
             upper = all(n.id.isupper() for n in names)
             if calls and not (upper and all(_root(c.func) in scope.imported for c in calls)):
                 return f"an assignment {text} = ... that runs code"
-        scope.bind(statement)
+            scope.bind(statement)  # ``x: int`` alone binds nothing
         return None
     if isinstance(statement, (ast.If, ast.Try)):
         if isinstance(statement, ast.If):

@@ -85,15 +85,24 @@ def test_only_definitions_imports_and_constants_are_kept(tmp_path):
     ]
 
 
+def test_a_constant_reading_a_name_never_assigned_is_left_out(tmp_path):
+    """``width: int`` assigns nothing: ``area = width * 2`` would fail the import, so it is left out."""
+    built = notebooks.convert(write_notebook(tmp_path / "q9_x.ipynb", ["width: int\narea = width * 2\nDEPTH = 3"]))
+    namespace: dict = {}
+    exec(compile(built.source, "q9_x.py", "exec"), namespace)
+    assert "area" not in namespace and namespace["DEPTH"] == 3
+    assert built.notes[0].startswith("cell 2: top-level code left out (an assignment area = ... that reads width")
+
+
 def test_magics_shell_lines_and_skipped_cells_are_left_out_with_a_note(tmp_path):
     path = write_notebook(tmp_path / "q9_x.ipynb", [
-        "!pip install x\nimport math\n%timeit math.sqrt(2)",
+        "!pip install x\nimport math\n%timeit math.sqrt(2)\nmath.sqrt?\nfiles = !ls",
         "%%timeit\nwhile True: pass",
         "raise SystemExit('this cell must not run')",
         "def f():\n    return 1",
     ], tags={2: ["grader-skip"]})
     built = notebooks.convert(path)
-    assert built.notes == ["cell 2: IPython magic and shell lines left out (!pip, %timeit)",
+    assert built.notes == ["cell 2: IPython magic and shell lines left out (!pip, %timeit, math.sqrt?, files = !ls)",
                            "cell 3: left out (%%timeit cell magic: the grader imports Python only)",
                            "cell 4: left out (tagged grader-skip)"]
     assert "import math" in built.source and "def f" in built.source
