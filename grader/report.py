@@ -138,6 +138,11 @@ class Failure:
     also: list[dict[str, Any]] = field(default_factory=list)
     hints: dict[str, int] = field(default_factory=dict)
 
+    def shown(self, graded: set[str]) -> str:
+        """The message to show: only its first line when it blames a question in ``graded`` (shown there)."""
+        depends = _DEPENDS.match(self.message)
+        return self.message.splitlines()[0] if depends and depends[2] in graded else self.message
+
 
 def _key(test: dict[str, Any]) -> str:
     """Messages that say the same thing: equal text, or the same function not implemented yet."""
@@ -258,11 +263,7 @@ def _render_failures(question: dict[str, Any], graded: set[str], console: Consol
         else:
             names = f"{len(failure.tests)} tests: {escape(compact_names([t['name'] for t in failure.tests]))}"
         console.print(f"  [{colour}]{failure.outcome:<7}[/] {names} [dim]({_points(failure.tests)})[/]")
-        message = failure.message
-        depends = _DEPENDS.match(message)
-        if depends and depends[2] in graded:  # its own error is shown under it
-            message = message.splitlines()[0]
-        _print_message(console, message, lines=MESSAGE_LINES)
+        _print_message(console, failure.shown(graded), lines=MESSAGE_LINES)
         for hint, count in failure.hints.items():
             console.print(Text(printable(f"           Hint ({count} tests): {hint}")), highlight=False)
         if failure.also:
@@ -296,10 +297,7 @@ def failures_markdown(question: dict[str, Any], graded: set[str]) -> list[str]:
     """
     lines: list[str] = []
     for failure in group_failures(question["tests"]):
-        message = failure.message.strip() or failure.outcome
-        depends = _DEPENDS.match(message)
-        if depends and depends[2] in graded:
-            message = message.splitlines()[0]
+        message = failure.shown(graded).strip() or failure.outcome
         message += "".join(f"\nHint ({count} tests): {hint}" for hint, count in failure.hints.items())
         names = compact_names([t["name"] for t in failure.tests])
         lines += ["", f"### {names} ({_points(failure.tests)})", "", *_fenced(printable(message))]
