@@ -384,9 +384,15 @@ def describe_value(value: Any) -> str:
         return text if value.device.type == "cpu" else f"{text}@{value.device.type}"
     if isinstance(value, Remote):
         return value._call
-    if isinstance(value, (list, tuple)) and len(value) > 4:
+    if isinstance(value, (list, tuple, dict)) and len(value) > 4:
         return f"{type(value).__name__} of {len(value)}"
-    text = (repr(value).splitlines() or [""])[0]
+    if type(value) in (list, tuple):  # described item by item: repr() of a tensor costs milliseconds
+        text = ", ".join(describe_value(v) for v in value) + ("," if len(value) == 1 and type(value) is tuple else "")
+        text = f"({text})" if type(value) is tuple else f"[{text}]"
+    elif type(value) is dict:
+        text = "{" + ", ".join(f"{k!r}: {describe_value(v)}" for k, v in value.items()) + "}"
+    else:
+        text = (repr(value).splitlines() or [""])[0]
     return text if len(text) <= 40 else text[:37] + "..."
 
 
