@@ -66,6 +66,7 @@ def write_junit(result: dict[str, Any], path: Path) -> None:
     """JUnit XML: one test suite per question, one test case per hidden test.
 
     A test skipped on this device (CUDA-only on a CPU) is ``<skipped>`` with its reason;
+    what the learner's code printed during a test is its ``<system-out>``;
     each suite carries the question's ``score``, ``max_score`` (graded here),
     ``full_max_score`` and ``skipped_points`` as properties.
     """
@@ -78,10 +79,12 @@ def write_junit(result: dict[str, Any], path: Path) -> None:
             case = TestCase(test["name"], classname=f"{result['exercise']}.{question['id']}", time=test["duration_s"])
             kind = {"failed": Failure, "error": Error, "skipped": Skipped}.get(test["outcome"])
             if kind is not None:
-                first = (test["message"].splitlines() or [""])[0]
-                entry = kind(first)
-                entry.text = test["message"]
+                message = printable(test["message"])  # XML 1.0 has no place for control characters
+                entry = kind((message.splitlines() or [""])[0])
+                entry.text = message
                 case.result = [entry]
+            if test.get("output"):
+                case.system_out = test["output"]  # what the learner's code printed (already printable)
             suite.add_testcase(case)
         for name in POINT_FIELDS:
             if name in question:
@@ -123,7 +126,7 @@ _STUB = re.compile(r"^not implemented yet \((q\d+\.[\w.]+)")
 
 
 @dataclass
-class Failure:
+class FailureGroup:
     """Failing tests of one question that share one cause (their full records stay in the result).
 
     ``tests`` share ``message`` exactly (or fail on the same function not implemented yet);
@@ -151,21 +154,21 @@ def _key(test: dict[str, Any]) -> str:
     return test["message"]
 
 
-def group_failures(tests: list[dict[str, Any]]) -> list[Failure]:
-    """The failing (``failed``/``error``) tests of one question, one :class:`Failure` per cause.
+def group_failures(tests: list[dict[str, Any]]) -> list[FailureGroup]:
+    """The failing (``failed``/``error``) tests of one question, one :class:`FailureGroup` per cause.
 
     In the order of each cause's first test. A cause is a message, or the first
     ``Hint:`` line of a message (tests whose messages differ but name the same
     mistake); a hint line that remains in more than one failure is shown once, in
     the first of them, with the number of tests it applies to.
     """
-    groups: dict[tuple[str, str], Failure] = {}
+    groups: dict[tuple[str, str], FailureGroup] = {}
     for test in tests:
         if test["outcome"] in ("failed", "error"):
             key = (test["outcome"], _key(test))
-            groups.setdefault(key, Failure(test["outcome"], key[1])).tests.append(test)
-    failures: list[Failure] = []
-    by_hint: dict[str, Failure] = {}
+            groups.setdefault(key, FailureGroup(test["outcome"], key[1])).tests.append(test)
+    failures: list[FailureGroup] = []
+    by_hint: dict[str, FailureGroup] = {}
     for failure in groups.values():
         hints = _hints(failure.message)
         if hints and hints[0] in by_hint:

@@ -57,28 +57,48 @@ def printing(tmp_path_factory):
     quiet = Edit("quiet", Q1, (*SWAPPED, ("def plot_periodicity(", CRASH)))
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "PYTEST_CURRENT_TEST")}
     subprocess.run([sys.executable, "-m", "grader", "ex4", "q1", "--submission", str(make_submission(root, edit)),
-                    "--time-limit", "5", "--json", str(root / "prints.json")],
+                    "--time-limit", "5", "--json", str(root / "prints.json"), "--junit", str(root / "prints.xml")],
                    env=environment, check=True, capture_output=True, timeout=600)
-    return json.loads((root / "prints.json").read_text()), grade(make_submission(root, quiet), "q1", time_limit=5.0)
+    return (json.loads((root / "prints.json").read_text()), grade(make_submission(root, quiet), "q1", time_limit=5.0),
+            root / "prints.xml")
 
 
 def test_output_is_kept_per_test_in_the_result(printing):
-    result, _ = printing
+    result, *_ = printing
     table = named(question(result, "q1"), "test_table_values[50x16]")
     assert table["outcome"] == "failed"
     assert table["output"].splitlines()[:40] == [f"debug line {i} 50 16" for i in range(40)]
     assert "debug line" not in table["message"]  # the kit's message and the learner's output never mix
 
 
+def test_junit_carries_the_output_as_system_out(printing):
+    from junitparser import JUnitXml
+
+    *_, junit = printing
+    cases = {case.name: case for suite in JUnitXml.fromfile(str(junit)) for case in suite}
+    assert "debug line 39 50 16" in cases["test_table_values[50x16]"].system_out
+    assert "about to crash" in cases["test_plot_heatmap"].system_out
+
+
+def test_output_before_a_hang_is_kept(tmp_path):
+    """A call killed at its time limit keeps what it printed; the next test starts clean."""
+    hang = "def plot_periodicity(*a, **k):\n    print('still here')\n    while True:\n        pass\n\n\ndef _old_plot("
+    block = question(grade(make_submission(tmp_path, Edit("hang", Q1, (("def plot_periodicity(", hang),))), "q1",
+                           time_limit=1.0), "q1")
+    plot = named(block, "test_plot_heatmap")
+    assert "did not return within 1 s" in plot["message"] and plot["output"] == "still here\n"
+    assert not any(t.get("output") for t in block["tests"] if "plot" not in t["name"] and "bad_sizes" not in t["name"])
+
+
 def test_output_of_a_crashed_worker_is_kept(printing):
-    result, _ = printing
+    result, *_ = printing
     plot = named(question(result, "q1"), "test_plot_heatmap")
     assert "ended the worker process" in plot["message"] and "about to crash" not in plot["message"]
     assert "about to crash" in plot["output"] and "err line" in plot["output"]
 
 
 def test_output_is_shown_trimmed_and_all_of_it_with_v(printing):
-    result, _ = printing
+    result, *_ = printing
     text = shown(result)
     assert "your code printed" in text and "debug line 0 50 16" in text
     assert "debug line 20 50 16" not in text
@@ -90,7 +110,7 @@ def test_output_is_shown_trimmed_and_all_of_it_with_v(printing):
 
 def test_printed_fake_summary_changes_nothing(printing):
     """Printing a pass line or a total (with cursor escapes) scores as the same code silent, shown fenced."""
-    loud, quiet = printing
+    loud, quiet, _ = printing
     assert loud["score"] == quiet["score"] < loud["max_score"]
     assert [t["outcome"] for t in question(loud, "q1")["tests"]] == [t["outcome"] for t in question(quiet, "q1")["tests"]]
     text = shown(loud)
