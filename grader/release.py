@@ -101,7 +101,8 @@ reference = ["*.json", "*.safetensors"]
 README = """# {name}: learner bundle
 
 Write your answers in `exercises/{name}/` (one module per question; the docstrings are the specification),
-then grade them:
+or in the notebooks of `exercises/{name}/notebooks/` (the same stubs; grade those with
+`grade {name} --submission exercises/{name}/notebooks`), then grade them:
 
 ```bash
 python -m venv .venv && . .venv/bin/activate && pip install -e .
