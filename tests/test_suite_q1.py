@@ -65,8 +65,16 @@ BUGGY = [
     ), hint="of the values are zeroed, expected about p = 50%"),
     Edit("output in pe's dtype", FILE, (("x = x + self.pe[:, :seq_len].to(x.dtype)", "x = x + self.pe[:, :seq_len]"),),
          hint="dtype torch.float32, expected torch.float16"),
+    Edit("module builds its own table", FILE, ((
+        'self.register_buffer("pe", sinusoidal_table(max_len, d_model).unsqueeze(0))',
+        "angle = torch.arange(max_len).unsqueeze(1) * torch.exp(torch.arange(0, d_model, 2) * "
+        "(-math.log(10000.0) / d_model))\n"
+        "        pe = torch.zeros(max_len, d_model)\n"
+        "        pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
+        '        self.register_buffer("pe", pe.unsqueeze(0))',
+    ),), hint="PositionalEncoding(7, max_len=10) raised RuntimeError"),
     Edit("plot dims not checked", FILE, (("    bad = [dim for dim in dims if not 0 <= dim < d_model]\n", "    bad = []\n"),),
-         hint="plot_periodicity(d_model=8, max_len=10, dims=(-1,)) did not raise"),
+         hint="plot_periodicity(d_model=8, max_len=10, dims=(0, 8)) raised IndexError"),
     Edit("pe without batch axis", FILE, (
         ("sinusoidal_table(max_len, d_model).unsqueeze(0))", "sinusoidal_table(max_len, d_model))"),
         ("self.pe[:, :seq_len]", "self.pe[:seq_len]"),

@@ -130,6 +130,8 @@ BUGGY = [
 ]
 
 LOOP_OVER_HEADS = '''        Q, K, V = self.W_q(query), self.W_k(key), self.W_v(value)  # (batch, len, d_model)
+        if mask is not None and mask.dtype not in (torch.bool, torch.int64, torch.int32, torch.uint8):
+            raise TypeError(f"mask must be bool or 0/1 integer, got {mask.dtype}")
         allowed = None if mask is None else mask != 0
         outs, all_weights = [], []
         for h in range(self.n_heads):

@@ -107,6 +107,10 @@ def test_table_rejects_bad_sizes(learner):
     for max_len, d_model in [(10, 7), (10, 1), (0, 8), (10, 0), (-3, 8), (10, -4)]:
         expect_value_error(lambda: learner.q1.sinusoidal_table(max_len, d_model),
                            f"sinusoidal_table({max_len}, {d_model})", "d_model must be even and both sizes positive")
+    for max_len, d_model in [(10, 7), (0, 8)]:
+        expect_value_error(lambda: learner.q1.PositionalEncoding(d_model, max_len),
+                           f"PositionalEncoding({d_model}, max_len={max_len})",
+                           "the constructor refuses the sizes sinusoidal_table refuses")
     for dims in [(0, 8), (-1,)]:
         expect_value_error(lambda: learner.q1.plot_periodicity(d_model=8, max_len=10, dims=dims),
                            f"plot_periodicity(d_model=8, max_len=10, dims={dims})", "every dim must be in [0, d_model)")
