@@ -1,24 +1,30 @@
 """Batch-grading throughput: N generated submissions (correct, buggy, hostile) graded with ``-j 2``.
 
-    python benchmarks/batch.py [--count 50] [--jobs 2] [--questions q1 q2 q3 q4] [--no-append]
+    python benchmarks/batch.py [--count 50] [--jobs 2] [--questions q1 q2 q3 q4] [--kit DIR] [--no-append]
 
 Submissions are made from the model answers: about half correct, a third with a
 plausible bug, the rest hostile (crashes its worker at import, imports the
 reference, blows up memory, monkeypatches torch, prints a fake summary) or
 untouched stubs. The figure appended to ``benchmarks/RESULTS.md`` (section
-``## Batch``) is submissions per minute, with the single-submission time of
-``grade ex4`` on the same questions for comparison.
+``## Batch``) is submissions per minute, machine time per submission two ways
+(wall time x cores / submissions, and the CPU seconds of every process of
+``grade batch`` / submissions, see ``timing.py``), with the single-submission
+time of ``grade ex4`` on the same questions for comparison. ``grade batch`` runs
+as its own process, on the kit in ``--kit`` (default: this checkout).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import timing
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,42 +72,41 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--questions", nargs="*", default=["q1", "q2", "q3", "q4"])
+    parser.add_argument("--kit", type=Path, default=ROOT, help="the copy of the kit to time (default: this one)")
+    parser.add_argument("--note", default="", help="words for the machine column (e.g. 'before')")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
 
-    from grader import batch, exercises
+    from grader import exercises
 
     exercise = exercises.load("ex4")
     questions = tuple(q.id for q in exercise.select(tuple(q for q in args.questions
                                                           if q in {x.id for x in exercise.questions})))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as on an instructor's machine
+    env["PYTHONPATH"] = str(args.kit.resolve())
+    grade = [sys.executable, "-m", "grader"]
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
         root = Path(scratch)
         # the single-submission path, for comparison: one `grade ex4` process on the model answers
-        import subprocess
-
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from grader.cli import main; main()", "ex4", *questions,
-                        "--solutions"], cwd=root, capture_output=True, check=True)
-        single = time.perf_counter() - started
+        single = timing.run(grade + ["ex4", *questions, "--solutions"], env=env, cwd=scratch)
         subs = make(root, args.count)
-        started = time.perf_counter()
-        summary = batch.run_batch("ex4", subs, root / "results", questions=questions, jobs=args.jobs, progress=True)
-        elapsed = time.perf_counter() - started
-    per_minute = len(summary.graded) / elapsed * 60
-    line = (f"| {time.strftime('%Y-%m-%d')} | {platform.node()} ({__import__('os').cpu_count()} cores) | "
-            f"{' '.join(questions)} | {args.count} | {args.jobs} | {elapsed:.1f} s | {per_minute:.1f} | "
-            f"{single:.1f} s | {len(summary.failed)} |")
-    print(f"{args.count} submissions in {elapsed:.1f} s with -j {args.jobs}: {per_minute:.1f} per minute "
-          f"(single `grade ex4 {' '.join(questions)}` process: {single:.1f} s)")
+        load = timing.load()
+        batch = timing.run(grade + ["batch", "ex4", str(subs), "--out", str(root / "results"), "-j", str(args.jobs),
+                                    "--no-progress", *[f"--question={q}" for q in questions]], env=env, cwd=scratch)
+        graded = len(list((root / "results").glob("*/result.json")))
+    per_minute = graded / batch.wall_s * 60
+    machine = f"{batch.cpu_s / args.count:.2f}" if batch.cpu_s is not None else "-"
+    line = (f"| {time.strftime('%Y-%m-%d')} | {platform.node()} ({os.cpu_count()} cores, load {load}){' ' + args.note if args.note else ''} | "
+            f"{' '.join(questions)} | {args.count} | {args.jobs} | {batch.wall_s:.1f} s | {per_minute:.1f} | "
+            f"{batch.wall_s * os.cpu_count() / args.count:.2f} | {machine} | {single.wall_s:.1f} s | "
+            f"{args.count - graded} |")
+    print(f"{args.count} submissions in {batch.wall_s:.1f} s with -j {args.jobs}: {per_minute:.1f} per minute, "
+          f"{machine} s of CPU per submission (single `grade ex4 {' '.join(questions)}` process: {single.wall_s:.1f} s)")
     if not args.no_append:
         results = ROOT / "benchmarks" / "RESULTS.md"
         text = results.read_text() if results.exists() else "# Benchmarks\n"
         if "## Batch" not in text:
-            text = text.rstrip() + (
-                "\n\n## Batch\n\n`python benchmarks/batch.py` (generated correct, buggy and hostile submissions, "
-                "`grade batch` with long-lived judges).\n\n"
-                "| date | machine | questions | submissions | -j | wall time | submissions/min | "
-                "single `grade` | not gradable |\n|---|---|---|---|---|---|---|---|---|\n")
+            text = text.rstrip() + "\n\n## Batch\n\n"
         start = text.index("## Batch")
         end = text.find("\n## ", start + 1)
         end = len(text) if end < 0 else end
