@@ -79,16 +79,9 @@ class ImportFailed(Exception):
 
     Not a :class:`LearnerError` nor a builtin exception type: a suite that expects
     learner code to raise (``except ValueError``, ``except LearnerError``) never
-    takes a module that did not load for the answer it waited for.
-
-    Attributes:
-        module: the question imported (``q2``).
-        cause: the other question module whose import failed inside it (``q1``), else None.
+    takes a module that did not load for the answer it waited for. Its message is
+    the learner-facing text (see :func:`import_failure`).
     """
-
-    def __init__(self, message: str, module: str, cause: str | None = None):
-        super().__init__(message)
-        self.module, self.cause = module, cause
 
 
 _QUESTION_FILE = re.compile(r"(q\d+)(?:_\w*)?\.py")
@@ -102,13 +95,11 @@ def import_failure(module: str, error: LearnerError) -> ImportFailed:
     message's first line blames that module: ``q2 imports q1, which did not
     import: fix q1 first``; the error itself follows on the next lines.
     """
-    text = f"{error}" + (f"\n{error.learner_traceback.rstrip()}" if error.learner_traceback else "")
     origin = _QUESTION_FILE.fullmatch(error.origin)
     if origin and origin[1] != module:
-        cause = origin[1]
-        return ImportFailed(f"{module} imports {cause}, which did not import: fix {cause} first\n"
-                            f"import {cause} raised {error.type_name}: {error.message}", module, cause)
-    return ImportFailed(text, module)
+        return ImportFailed(f"{module} imports {origin[1]}, which did not import: fix {origin[1]} first\n"
+                            f"import {origin[1]} raised {error.type_name}: {error.message}")
+    return ImportFailed(f"{error}" + (f"\n{error.learner_traceback.rstrip()}" if error.learner_traceback else ""))
 
 
 class WorkerProcess:
