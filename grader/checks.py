@@ -113,16 +113,17 @@ def assert_close(got: Any, expected: torch.Tensor, what: str = "output", *, hint
 def describe_difference(got: float, expected: float) -> str:
     """How far ``got`` is from ``expected``, with digits enough to see it, and float32 rounding named.
 
-    E.g. ``"'entropy' should be 1.7917594692 (float64), got 1.7917596101760864: off by 1.4e-07
-    (relative 7.9e-08) — looks like float32 precision ..."``: the caller prefixes what was checked.
+    Both numbers get 6 significant digits, or one more than the first digit where
+    they differ: ``"expected 1.7917595, got 1.7917596: off by 1.4e-07 (relative
+    7.9e-08) — looks like float32 precision ..."`` (the caller prefixes what was checked).
     """
-    difference = got - expected
-    relative = abs(difference) / abs(expected) if expected else math.inf
-    digits = 8 if difference == 0 else max(8, min(17, 2 - math.floor(math.log10(abs(difference) / max(abs(expected),
-                                                                                                       1e-300)))))
-    text = f"expected {expected:.{digits}g}, got {got!r}: off by {abs(difference):.2g}"
-    if math.isfinite(relative):
-        text += f" (relative {relative:.2g})"
+    digits = next((n for n in range(6, 17) if f"{expected:.{n}g}" != f"{got:.{n}g}"), 16)
+    if digits > 6:  # one digit past the first that differs
+        digits += 1
+    difference = abs(got - expected)
+    text = f"expected {expected:.{digits}g}, got {got:.{digits}g}: off by {difference:.2g}"
+    if expected and math.isfinite(difference):
+        text += f" (relative {difference / abs(expected):.2g})"
     if looks_like_float32(got, expected):
         text += (" — looks like float32 precision: the value is a float32 number within a few float32 steps of "
                  "the expected one; compute in float64 (torch.float64 / .double()) as the docstring asks")

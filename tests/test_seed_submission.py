@@ -35,6 +35,12 @@ DEVIATIONS: dict[str, dict[str, tuple[str | re.Pattern, ...]]] = {
         "plot_periodicity: heatmap is not fig.axes[0]": ("plot_periodicity", "fig.axes[0]", "imshow"),
         "plot_periodicity: curves are not together on fig.axes[1]": ("plot_periodicity", "fig.axes[1]",
                                                                      "1 curves"),
+        # x + self.pe[:, :seq_len]: a float16 x comes out float32
+        "PositionalEncoding's output is float32 for any x": ("in float16", "dtype torch.float32, expected "
+                                                                           "torch.float16"),
+        # the seed's PositionalEncoding takes dropout but applies none (its encoder drops out instead)
+        "PositionalEncoding applies no dropout": ("PositionalEncoding(16, 60, dropout=0.5).train()",
+                                                  "dropout in train mode is missing"),
     },
     "q2": {
         "assert instead of ValueError for d_model % n_heads": ("MultiHeadAttention(10, 3)", "AssertionError",
@@ -42,6 +48,12 @@ DEVIATIONS: dict[str, dict[str, tuple[str | re.Pattern, ...]]] = {
         # masked_fill(mask == 0, -1e9): a fully masked row gets uniform weights 1/k_len
         "fully masked row gets uniform weights": ("MultiHeadAttention", "all masked",
                                                   "[0.25, 0.25, 0.25, 0.25]"),
+        # self.attention_weights is first set in forward
+        "no attention_weights before the first call": ("attention_weights before the first call should be None",),
+        # masked_fill(mask == 0, ...) takes any mask
+        "floating-point masks accepted": ("with a float32 0./1. causal mask did not raise; expected TypeError",),
+        # the encoder's own self.dropout after pos_encoding, whose PositionalEncoding has none
+        "no pos_encoding.dropout": ("pos_encoding.dropout", "no attribute 'dropout'"),
     },
     "q3": {
         # masked_fill(mask == 0, -1e9) and no zeroing after the softmax: 1/k_len = 1/7 everywhere

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from grader.checks import assert_close, hints_for
+from grader.checks import assert_allclose_number, assert_close, describe_difference, hints_for
 from grader.judge import LearnerError
 from reference.normalization import BatchNorm1D, LayerNorm
 
@@ -311,9 +311,9 @@ def _check_comparison(got, expected_and_unbiased, what):
                 value = row[key]
                 assert isinstance(value, float), (
                     f"{what}[{method!r}]['batch_dependence']: expected a Python float, got {type(value).__name__}")
-                assert abs(value - expected) <= 1e-5 + 1e-4 * abs(expected), (
-                    f"{what}[{method!r}]['batch_dependence']: expected {expected:.6g}, got {value:.6g} "
-                    "(the largest change of sample 0's output over the listed batch sizes)")
+                assert_allclose_number(value, expected, f"{what}[{method!r}]['batch_dependence']", rtol=1e-4,
+                                       atol=1e-5, hint="the largest change of sample 0's output over the listed "
+                                                       "batch sizes")
             else:
                 n = want[method]["per_feature_mean" if key == "per_sample_std" else "per_sample_mean"].numel()
                 hints = _std_hint(key, n, unbiased[method][key]) if key in unbiased[method] else []
@@ -344,7 +344,7 @@ def test_compare_normalizations_shows_batch_dependence(learner):
         "Is your BatchNorm1D in training mode?")
     want = _expected_comparison((2, 8, 32), 16, 0)[0]["batch_norm"]["batch_dependence"]
     assert abs(bn - want) <= 1e-5 + 1e-4 * want, (
-        f"{what}: BatchNorm's batch_dependence is {bn:.6g}, expected {want:.6g}: the largest change of sample 0's "
+        f"{what}: BatchNorm's batch_dependence: {describe_difference(bn, want)}; the largest change of sample 0's "
         "output over the batch sizes (2, 8, 32), (stack(outs).amax(0) - stack(outs).amin(0)).max() with "
         "out_b = norm(x[:b])[0] (BatchNorm1D in training mode)")
 

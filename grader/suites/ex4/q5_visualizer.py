@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from grader.checks import assert_allclose_number, assert_refused, refusal
+from grader.checks import assert_allclose_number, assert_refused, describe_difference, refusal
 from reference import visualizer as ref
 
 STATISTICS = ("entropy", "diag_strength", "locality")
@@ -197,7 +197,7 @@ def test_compare_layers_figure(learner):
                 if abs(got - want * 3) < 1e-6 * (1 + abs(got)):
                     hint = "\nHint: the bar is the MEAN over heads, not the sum"
                 raise AssertionError(f"{what}: axes '{stat}', bar of layer {i} ('block {i}') should be the mean over "
-                                     f"heads {want:.6g}, got {got:.6g}{hint}")
+                                     f"heads: {describe_difference(got, want)}{hint}")
         labels = [t for t in ax.xticklabels if t]
         assert labels == [name for name, _ in layers], (
             f"{what}: axes '{stat}' tick labels should be the layer names {[n for n, _ in layers]}, got {labels}")
