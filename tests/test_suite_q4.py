@@ -115,7 +115,7 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
           hint="your per_feature_std is sqrt(n / (n - 1)) = 1.0541 times the expected one (n = 10)"), ()),
     (Edit("compare batch_dependence as a mean over features", FILE,
           (("float((outs.amax(0) - outs.amin(0)).max())", "float((outs.amax(0) - outs.amin(0)).mean())"),),
-          hint="compare_normalizations(): BatchNorm's batch_dependence is"), ()),
+          hint="compare_normalizations(): BatchNorm's batch_dependence: expected"), ()),
     (Edit("compare and batchnorm check no sizes", FILE, (
         ("if not batch_sizes or min(batch_sizes) < 2:", "if not batch_sizes:"),
         (BN_TOO_FEW, ""),
