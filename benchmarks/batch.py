@@ -96,12 +96,13 @@ def main() -> None:
         graded = len(list((root / "results").glob("*/result.json")))
     per_minute = graded / batch.wall_s * 60
     machine = f"{batch.cpu_s / args.count:.2f}" if batch.cpu_s is not None else "-"
-    line = (f"| {time.strftime('%Y-%m-%d')} | {platform.node()} ({os.cpu_count()} cores, load {load}){' ' + args.note if args.note else ''} | "
+    note = f", {args.note}" if args.note else ""
+    line = (f"| {time.strftime('%Y-%m-%d')} | {platform.node()} ({os.cpu_count()} cores, load {load}{note}) | "
             f"{' '.join(questions)} | {args.count} | {args.jobs} | {batch.wall_s:.1f} s | {per_minute:.1f} | "
             f"{batch.wall_s * os.cpu_count() / args.count:.2f} | {machine} | {single.wall_s:.1f} s | "
             f"{args.count - graded} |")
     print(f"{args.count} submissions in {batch.wall_s:.1f} s with -j {args.jobs}: {per_minute:.1f} per minute, "
-          f"{machine} s of CPU per submission (single `grade ex4 {' '.join(questions)}` process: {single.wall_s:.1f} s)")
+          f"{machine} s of CPU per submission (single `grade ex4 {' '.join(questions)}`: {single.wall_s:.1f} s)")
     if not args.no_append:
         results = ROOT / "benchmarks" / "RESULTS.md"
         text = results.read_text() if results.exists() else "# Benchmarks\n"

@@ -182,7 +182,8 @@ def _grade_command(name: str) -> click.Command:
         if solutions and submission:
             raise click.UsageError("use either --solutions or --submission, not both")
         ctx = click.get_current_context()
-        if require_cuda and device == "cpu" and ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT:
+        device_given = ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT
+        if require_cuda and device == "cpu" and device_given:
             raise click.UsageError("--require-cuda grades on CUDA: drop --device cpu (or --require-cuda)")
         folder = exercise.solutions() if solutions else submission_folder(submission) if submission \
             else exercise.default_submission()

@@ -24,7 +24,8 @@ HEAVY_MODULES = ("torch._dynamo", "torch.fx.experimental.symbolic_shapes")
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures are described, never shown
 context = multiprocessing.get_context("forkserver")
-PRELOAD = ["torch", "matplotlib.figure", "grader.worker"]  # matplotlib.figure: most learner modules import it
+# matplotlib.figure: most learner modules import it; grader.frozen last: gc.freeze() once all is loaded
+PRELOAD = ["torch", "matplotlib.figure", "grader.worker", "grader.frozen"]
 context.set_forkserver_preload(PRELOAD)  # whoever starts the first worker, without boot() too
 
 
@@ -35,7 +36,8 @@ def boot(heavy: bool = False) -> None:
     workers (a batch judge), where it saves seconds per submission; a single grade
     imports them in the worker instead (see :func:`prefetch`).
     """
-    context.set_forkserver_preload(PRELOAD + (list(HEAVY_MODULES) if heavy else []))  # no effect once running
+    heavy_modules = list(HEAVY_MODULES) if heavy else []
+    context.set_forkserver_preload(PRELOAD[:-1] + heavy_modules + PRELOAD[-1:])  # no effect once running
     forkserver.ensure_running()
 
 

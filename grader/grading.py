@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import io
 import os
 import time
@@ -97,6 +98,9 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
 
     from grader.plugin import GradingPlugin
     from grader.scoring import build_result
+
+    if not gc.get_freeze_count():  # once per process: torch and pytest live as long as it does, and the
+        gc.freeze()                # collector need not walk them again at every collection (nor at exit)
 
     plugin = GradingPlugin(worker, torch.device(device))
     judge_threads = torch.get_num_threads()
