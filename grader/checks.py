@@ -164,12 +164,13 @@ def assert_dropout_in_train_mode(train: Any, evaluation: torch.Tensor, what: str
     """``train`` (the output in train mode, dropout ``p`` at ``site``) shows that dropout ran.
 
     ``evaluation`` is the same module's output on the same input in eval mode. Checks:
-    the outputs differ; without ``on_output`` (dropout inside the module) the output
-    has no more than ``p / 2`` exact zeros; with ``on_output`` (dropout is the last step) a fraction near
-    ``p`` of the values is zeroed and the others are ``evaluation / (1 - p)``; with
-    ``unbiased`` (dropout feeds a linear map: the expected output equals the eval
+    the outputs differ; without ``on_output`` (dropout inside the module) at most
+    ``p / 2`` of the output values are exactly 0; with ``on_output`` (dropout is the
+    last step) a fraction near ``p`` is zeroed and the rest is ``evaluation / (1 - p)``;
+    with ``unbiased`` (dropout feeds a linear map, so the expected output is the eval
     output) the input holds identical samples along dim 0 and their mean is the eval
-    output within 6 standard errors.
+    output within 6 standard errors. The caller seeds nothing: the worker is seeded
+    before every test, so the draw, and the verdict, are the same on every run.
 
     Raises:
         AssertionError: in the learner's terms, saying which dropout is missing or wrong.

@@ -73,7 +73,8 @@ BUGGY = [
         "        pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
         '        self.register_buffer("pe", pe.unsqueeze(0))',
     ),), hint="PositionalEncoding(7, max_len=10) raised RuntimeError"),
-    Edit("plot dims not checked", FILE, (("    bad = [dim for dim in dims if not 0 <= dim < d_model]\n", "    bad = []\n"),),
+    Edit("plot dims not checked", FILE,
+         (("    bad = [dim for dim in dims if not 0 <= dim < d_model]\n", "    bad = []\n"),),
          hint="plot_periodicity(d_model=8, max_len=10, dims=(0, 8)) raised IndexError"),
     Edit("pe without batch axis", FILE, (
         ("sinusoidal_table(max_len, d_model).unsqueeze(0))", "sinusoidal_table(max_len, d_model))"),

@@ -27,7 +27,8 @@ BUGGY = [
     Edit("n_runs not checked", FILE, (("if n_runs < 1:", "if n_runs < 0:"),)),
     Edit("exponent fitted with the axes swapped", FILE,
          (("np.polyfit(log_len, log_mem, 1)", "np.polyfit(log_mem, log_len, 1)"),), hint="near 2"),
-    Edit("seq_len 0 accepted", FILE, (("if len(set(seq_lens)) < 2 or min(seq_lens) < 1:", "if len(set(seq_lens)) < 2:"),),
+    Edit("seq_len 0 accepted", FILE,
+         (("if len(set(seq_lens)) < 2 or min(seq_lens) < 1:", "if len(set(seq_lens)) < 2:"),),
          hint="analyze_complexity(model, [0, 8])"),
     Edit("memory plotted in bytes", FILE, (("row[key] / MIB", "row[key]"),), hint="in MiB"),
 ]

@@ -17,8 +17,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grader.checks import assert_close, assert_dropout_in_train_mode, assert_tensor, hints_for, matching_hint
-from grader.judge import LearnerError
+from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, assert_tensor, hints_for,
+                           matching_hint, refusal)
 from reference.positional_encoding import PositionalEncoding, sinusoidal_table
 
 TABLE_ATOL, TABLE_ATOL_PER_POS = 1e-6, 2e-7  # row pos may be off by 1e-6 + 2e-7 * pos (see the docstring)
@@ -91,15 +91,7 @@ def test_table_dtype(learner):
 
 def expect_value_error(call, what: str, why: str) -> None:
     """``call()`` (into learner code) raises ValueError; otherwise fail saying what it did instead."""
-    try:
-        call()
-    except ValueError:
-        return
-    except LearnerError as error:
-        if isinstance(error, NotImplementedError):
-            raise
-        raise AssertionError(f"{what} raised {error.type_name}: {error.message}; expected ValueError ({why})") from None
-    raise AssertionError(f"{what} did not raise; expected ValueError ({why})")
+    assert_refused(refusal(call, what, ValueError, why))
 
 
 @pytest.mark.points(1)
@@ -139,8 +131,8 @@ def test_module_adds_table_batch_first(learner, device):
                  hints=hints_for("PositionalEncoding", run) + hints_for("sinusoidal_table", add_table),
                  rtol=0.0, atol=1e-5)
     half = module(x.half())  # the output keeps x's dtype: float16 in, float16 out (one float16 rounding apart)
-    assert_close(half, expected.half(), f"PositionalEncoding({d_model}, {max_len}, dropout=0.1).eval() on x (3, 20, 16) "
-                 "in float16 (the output has x's dtype: convert pe with .to(x.dtype))", rtol=0.0, atol=4e-3)
+    assert_close(half, expected.half(), f"PositionalEncoding({d_model}, {max_len}, dropout=0.1).eval() on x "
+                 "(3, 20, 16) in float16 (the output has x's dtype: convert pe with .to(x.dtype))", rtol=0.0, atol=4e-3)
 
 
 @pytest.mark.points(0.5)

@@ -17,8 +17,8 @@ import torch
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from grader.checks import assert_close, assert_dropout_in_train_mode, hints_for, matching_hint
-from grader.judge import LearnerError
+from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, hints_for, matching_hint,
+                           refusal)
 from grader.replay import snapshot
 from reference.attention import (
     AdditiveAttention,
@@ -132,19 +132,6 @@ def _row(table, mechanism, seq_len, what):
     assert row is not None, (f"{what}: no row for mechanism {mechanism!r} with seq_len {seq_len}; "
                              f"rows found: {sorted(table, key=str)}")
     return row
-
-
-def _refusal(call, error_type, what, why):
-    """The problem (a sentence) when ``call()`` into learner code does not raise ``error_type``, else None."""
-    try:
-        call()
-    except error_type:
-        return None
-    except LearnerError as error:
-        if isinstance(error, NotImplementedError):
-            raise
-        return f"{what} raised {error.type_name}: {error.message}; expected {error_type.__name__} ({why})"
-    return f"{what} did not raise; expected {error_type.__name__} ({why})"
 
 
 # --------------------------------------------------------------------------- values
@@ -387,20 +374,19 @@ def test_invalid_arguments_are_refused(learner, device):
     float_mask = torch.ones(Q_LEN, K_LEN, device=device).tril()  # 0./1. floats
     ref = _additive_reference(device)
     problems = [
-        _refusal(lambda module=module: module(q, k, v, float_mask), TypeError,
-                 f"{name} with a float32 0./1. mask (q_len, k_len)",
-                 "masks are bool or 0/1 integer; a float mask could mean an additive bias or weights, so it is refused")
+        refusal(lambda module=module: module(q, k, v, float_mask), f"{name} with a float32 0./1. mask (q_len, k_len)",
+                TypeError, "masks are bool or 0/1 integer; a float mask could mean an additive bias or weights, so it is "
+                "refused")
         for name, module in (("AdditiveAttention", _learner_additive(learner, ref, device)),
                              ("ScaledDotProductAttention", learner.q3.ScaledDotProductAttention()))
     ]
-    problems.append(_refusal(lambda: learner.q3.benchmark_attention([], hidden_size=8, batch_size=2,
-                                                                     device=device.type),
-                             ValueError, "benchmark_attention([])", "seq_lens must not be empty"))
-    problems.append(_refusal(lambda: learner.q3.benchmark_attention([3], hidden_size=8, batch_size=2,
-                                                                     device=device.type, n_runs=0),
-                             ValueError, "benchmark_attention([3], n_runs=0)", "n_runs must be positive"))
-    problems = [p for p in problems if p]
-    assert not problems, "\n".join(problems)
+    problems.append(refusal(lambda: learner.q3.benchmark_attention([], hidden_size=8, batch_size=2,
+                                                                    device=device.type),
+                            "benchmark_attention([])", ValueError, "seq_lens must not be empty"))
+    problems.append(refusal(lambda: learner.q3.benchmark_attention([3], hidden_size=8, batch_size=2,
+                                                                    device=device.type, n_runs=0),
+                            "benchmark_attention([3], n_runs=0)", ValueError, "n_runs must be positive"))
+    assert_refused(*problems)
 
 
 # --------------------------------------------------------------------------- benchmark

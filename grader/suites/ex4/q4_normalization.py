@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from grader.checks import assert_allclose_number, assert_close, describe_difference, hints_for
+from grader.checks import (assert_allclose_number, assert_close, assert_refused, describe_difference, hints_for,
+                           refusal)
 from grader.judge import LearnerError
 from reference.normalization import BatchNorm1D, LayerNorm
 
@@ -352,19 +353,6 @@ def test_compare_normalizations_shows_batch_dependence(learner):
 # --------------------------------------------------------------------------- errors
 
 
-def _refusal(call, what, why):
-    """The problem (a sentence) when ``call()`` into learner code does not raise ValueError, else None."""
-    try:
-        call()
-    except ValueError:
-        return None
-    except LearnerError as error:
-        if isinstance(error, NotImplementedError):
-            raise
-        return f"{what} raised {error.type_name}: {error.message}; expected ValueError ({why})"
-    return f"{what} did not raise; expected ValueError ({why})"
-
-
 @pytest.mark.points(1)
 def test_invalid_inputs_raise_value_error(learner, device):
     problems = []
@@ -372,26 +360,25 @@ def test_invalid_inputs_raise_value_error(learner, device):
         module = learner.q4.LayerNorm(normalized_shape)
         x = torch.randn(shape, device=device)
         module.to(device.type)
-        problems.append(_refusal(lambda module=module, x=x: module(x),
-                                 f"{_layernorm_call(normalized_shape)} on x of shape {shape}",
-                                 "the trailing dims of x must be normalized_shape"))
+        problems.append(refusal(lambda module=module, x=x: module(x),
+                                f"{_layernorm_call(normalized_shape)} on x of shape {shape}", ValueError,
+                                "the trailing dims of x must be normalized_shape"))
     for shape in ((4, C + 1), (4,), (2, C, 3, 2)):
         module = learner.q4.BatchNorm1D(C)
         module.to(device.type)
         x = torch.randn(shape, device=device)
-        problems.append(_refusal(lambda module=module, x=x: module(x), f"BatchNorm1D({C}) on x of shape {shape}",
-                                 f"x must be (N, {C}) or (N, {C}, L)"))
+        problems.append(refusal(lambda module=module, x=x: module(x), f"BatchNorm1D({C}) on x of shape {shape}",
+                                ValueError, f"x must be (N, {C}) or (N, {C}, L)"))
     for shape in ((1, C), (1, C, 1)):
         module = learner.q4.BatchNorm1D(C)
         module.to(device.type)
         module.train()
         x = torch.randn(shape, device=device)
-        problems.append(_refusal(lambda module=module, x=x: module(x),
-                                 f"BatchNorm1D({C}) in training mode on x of shape {shape}",
-                                 "one value per channel: its batch variance is undefined, as in torch.nn.BatchNorm1d"))
+        problems.append(refusal(lambda module=module, x=x: module(x),
+                                f"BatchNorm1D({C}) in training mode on x of shape {shape}", ValueError,
+                                "one value per channel: its batch variance is undefined, as in torch.nn.BatchNorm1d"))
     for batch_sizes in ((), (1, 8)):
-        problems.append(_refusal(lambda sizes=batch_sizes: learner.q4.compare_normalizations(batch_sizes=sizes),
-                                 f"compare_normalizations(batch_sizes={batch_sizes!r})",
-                                 "batch_sizes must be non-empty, each at least 2"))
-    problems = [p for p in problems if p]
-    assert not problems, "\n".join(problems)
+        problems.append(refusal(lambda sizes=batch_sizes: learner.q4.compare_normalizations(batch_sizes=sizes),
+                                f"compare_normalizations(batch_sizes={batch_sizes!r})", ValueError,
+                                "batch_sizes must be non-empty, each at least 2"))
+    assert_refused(*problems)
