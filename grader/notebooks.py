@@ -426,9 +426,9 @@ def format_frames(frames: list[traceback.FrameSummary], maps: dict[str, dict]) -
         where = _where(maps, frame.filename, frame.lineno)
         if where is None:
             out.extend(traceback.format_list([frame]))
-        elif where:
-            code = f"\n    {frame.line.strip()}" if frame.line else ""
-            out.append(f"  {where}, in {frame.name}{code}\n")
+        elif where:  # Python's own lines (code, carets) under the notebook's place
+            code = traceback.format_list([frame])[0].partition("\n")[2]
+            out.append(f"  {where}, in {frame.name}\n{code}")
     return "".join(out)
 
 
