@@ -88,6 +88,13 @@ BUGGY_WITH_KEYS: list[tuple[Edit, tuple[str, ...]]] = [
          '            raise ValueError(f"expected (N, {self.num_features}) or (N, {self.num_features}, L), '
          'got {tuple(x.shape)}")\n', ""),
     ), hint="BatchNorm1D(6) on x of shape (4, 7) raised RuntimeError"), ()),
+    (Edit("batchnorm running statistics tracked by autograd", FILE, (
+        ("            with torch.no_grad():\n"
+         "                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)\n"
+         "                self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), self.momentum)\n",
+         "            self.running_mean = torch.lerp(self.running_mean, mean, self.momentum)\n"
+         "            self.running_var = torch.lerp(self.running_var, var * n / (n - 1), self.momentum)\n"),
+    ), hint="so that they carry no autograd graph"), ()),
     (Edit("batchnorm trains on one value per channel", FILE, ((BN_TOO_FEW, ""),),
           hint="BatchNorm1D(6) in training mode on x of shape (1, 6) did not raise; expected ValueError"), ()),
     (Edit("batchnorm (N, C, L) reshaped without moving the channel axis", FILE,

@@ -241,6 +241,26 @@ def test_batchnorm_eval_uses_running_statistics(learner, device):
         for name, old in zip(("running_mean", "running_var"), before):
             assert torch.equal(getattr(module, name), old), (
                 f"{what}: {name} changed during an eval-mode call; in eval mode the buffers stay as they are")
+    # the buffers are updated without autograd: after a training step with backward, an eval-mode backward runs
+    ref = _reference(BatchNorm1D, device, C)
+    module = _learner_module(learner, "BatchNorm1D", ref, device, C)
+    torch_bn = _torch_batchnorm(ref)
+    x = _bn_batches((8, C), device, steps=1)[0]
+    module.train()
+    learner.grad(module, x)
+    torch_bn.train()(x)
+    module.eval()
+    what = f"BatchNorm1D({C}): forward and backward in training mode, then in eval mode, on x of shape (8, {C})"
+    try:
+        got = learner.grad(module, x)
+    except LearnerError as error:
+        raise AssertionError(f"{what}: the eval-mode backward raised {error.type_name}: "
+                             f"{error.message.split('. ')[0]}.\nHint: update running_mean and running_var in place "
+                             "under torch.no_grad() (e.g. lerp_), so that they carry no autograd graph from the "
+                             "training step") from None
+    inputs = x.clone().requires_grad_(True)
+    torch_bn.eval()(inputs).backward(torch.ones_like(inputs))
+    assert_close(got["input_grads"][0], inputs.grad, f"{what}: gradient of x in eval mode", **GRAD)
 
 
 @pytest.mark.points(1)
