@@ -94,14 +94,16 @@ def writable_file(path: Path | None, option: str) -> Path | None:
     and all of it is removed again (the report writer creates the folders when it writes).
 
     Raises:
-        click.UsageError: ``path`` is a folder, a folder on its way is a file, or its folder
-            cannot be created or written.
+        click.UsageError: ``path`` is a folder or another non-regular file (``/dev/null``), a folder
+            on its way is a file, or its folder cannot be created or written.
     """
     if path is None:
         return None
     path = Path(path).expanduser()
     if path.is_dir():
         raise click.UsageError(f"{option} {path} is a folder: give a file name, e.g. {path / 'result.json'}")
+    if path.exists() and not path.is_file():  # a device or a pipe would be replaced by the report, not written
+        raise click.UsageError(f"{option} {path} is not a regular file: give a file name")
     missing = []  # folders to create, innermost first
     existing = path.parent
     while not os.path.lexists(existing):

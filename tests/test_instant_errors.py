@@ -62,6 +62,7 @@ ERRORS = [
     (["ex4", "q1", "--solutions", "--json", "empty"], "--json empty is a folder: give a file name"),
     (["ex4", "q1", "--solutions", "--junit", "notes.txt/out.xml"], "notes.txt is a file, not a folder"),
     (["ex4", "q1", "--solutions", "--json", "/proc/no/such/result.json"], "cannot create its folder /proc/no"),
+    (["ex4", "q1", "--solutions", "--json", "/dev/null"], "--json /dev/null is not a regular file"),
     (["ex4", "--solutions", "--require-cuda", "--device", "cpu"], "--require-cuda grades on CUDA"),
 ]
 
