@@ -34,6 +34,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -326,13 +327,48 @@ def snapshot(function):
     fixed inputs instead).
     """
     path = f"snapshot.{function.__qualname__}"
+    # live mode: results by (inputs, RNG states, grad mode), each with the RNG states it left, so that a judge
+    # grading many submissions computes each snapshot once; a hit returns a copy and leaves the generators
+    # exactly as a fresh run would. Not kept: CUDA runs, opaque inputs (callables, objects), non-plain results.
+    memo: dict[str, tuple[Any, torch.Tensor, Any]] = {}
+
+    def plain_copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.requires_grad:
+                raise TypeError("a tensor that requires grad")
+            return value.clone()
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain_copy(v) for v in value)
+        if isinstance(value, dict):
+            return {k: plain_copy(v) for k, v in value.items()}
+        if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device, torch.Size)):
+            return value
+        raise TypeError(type(value).__name__)
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if MODE == "replay":
             return Replayer(path)._do("call", [list(args), kwargs], f"{function.__name__}()")
         if MODE != "record":
-            return function(*args, **kwargs)
+            inputs = json.dumps([fingerprint([list(args), kwargs]), fingerprint(torch.get_rng_state()),
+                                 repr(random.getstate()), torch.is_grad_enabled()])
+            if torch.cuda.is_initialized() or '["F",' in inputs or '["O",' in inputs:
+                return function(*args, **kwargs)
+            key = hashlib.sha256(inputs.encode()).hexdigest()
+            if key not in memo:
+                result = function(*args, **kwargs)
+                try:
+                    kept = plain_copy(result)
+                except TypeError:
+                    return result
+                if len(memo) >= 256:
+                    memo.pop(next(iter(memo)))
+                memo[key] = (kept, torch.get_rng_state(), random.getstate())
+                return result
+            kept, torch_state, random_state = memo[key]
+            torch.set_rng_state(torch_state)
+            random.setstate(random_state)
+            return plain_copy(kept)
 
         def run() -> Any:
             Recorder.passthrough = True
