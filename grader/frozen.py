@@ -11,4 +11,7 @@ which is right for modules that live as long as the process.
 
 import gc
 
+from grader import sandbox
+
+sandbox.prepare()  # the sandbox's rules, computed once here: each worker forked from the server only applies them
 gc.freeze()

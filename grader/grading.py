@@ -121,6 +121,7 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
         exercise, questions, plugin.records,
         submission=str(submission), device=device, duration_s=round(time.perf_counter() - started, 3),
         worker_peak_rss_mb=round(peak_rss / 2**20, 1),
+        sandbox=worker.sandbox,  # the layers the worker reported active (grader.sandbox); None: no worker answered
     )
     from grader.notebooks import describe
 

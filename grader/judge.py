@@ -112,11 +112,18 @@ class WorkerProcess:
         memory_limit: bytes the worker may grow by (address space on CPU, resident memory always).
         threads: torch intra-op threads in the worker (default: half the cores; the judge takes the rest).
         cap_address_space: set ``RLIMIT_AS`` (off for CUDA, which maps large address ranges).
+        sandboxed: apply ``grader.sandbox`` in the worker (default: unless ``GRADE_SANDBOX=off``);
+            ``self.sandbox`` holds the layers the last worker reported active.
     """
 
     def __init__(self, submission: Path, *, memory_limit: int = DEFAULT_MEMORY_LIMIT, threads: int = 0,
-                 cap_address_space: bool = True, time_limit: float = DEFAULT_TIME_LIMIT, prefetch: bool = False):
+                 cap_address_space: bool = True, time_limit: float = DEFAULT_TIME_LIMIT, prefetch: bool = False,
+                 sandboxed: bool | None = None):
+        from grader import sandbox
+
         self.submission = Path(submission)
+        self.sandboxed = sandbox.enabled() if sandboxed is None else sandboxed
+        self.sandbox: dict | None = None
         self.memory_limit = memory_limit
         self.threads = threads or max(1, (os.cpu_count() or 2) // 2)  # the judge takes the other half
         self.cap_address_space = cap_address_space
@@ -143,6 +150,7 @@ class WorkerProcess:
 
     def _start(self) -> None:
         try:
+            self._greeted = False
             self.workdir = Path(tempfile.mkdtemp(prefix="grade-worker-"))
             _copy_submission(self.submission, self.workdir)
             ours, theirs = _context.Pipe()
@@ -151,7 +159,7 @@ class WorkerProcess:
             self.process = _context.Process(
                 target=worker.main, daemon=True,
                 args=(theirs, str(self.workdir), str(KIT_ROOT), self.memory_limit if self.cap_address_space else None,
-                      self.threads, self.prefetch),
+                      self.threads, self.prefetch, self.sandboxed),
             )
             self.process.start()
             theirs.close()
@@ -259,6 +267,9 @@ class WorkerProcess:
                 reply = protocol.loads_reply(data)
                 if isinstance(reply, dict) and "callback" in reply:
                     self._answer_callback(reply["callback"])
+                    continue
+                if isinstance(reply, dict) and "sandbox" in reply and not self._greeted:  # a worker's first message
+                    self.sandbox, self._greeted = reply["sandbox"], True
                     continue
                 if not isinstance(reply, dict) or not ({"ok", "error"} & reply.keys()):
                     raise protocol.ProtocolError("the worker sent a malformed reply")

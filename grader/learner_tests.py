@@ -116,7 +116,8 @@ def run(worker: Any, path: str, impls: list[int]) -> dict:
     torch.set_num_threads(1)  # many tiny ops: a second thread only adds hand-off latency
     code = pytest.main(
         [path, "-p", "no:terminal", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", f"python_files={path}",
-         "-o", "python_functions=test_*", "--rootdir", ".", "-c", "/dev/null", "-W", "ignore"],
+         "-o", "python_functions=test_*", "--rootdir", ".", "--confcutdir", ".",  # nothing above the worker's folder: no
+         "-c", "/dev/null", "-W", "ignore"],  # conftest.py from there, and the sandbox lets no folder above be listed
         plugins=[ImplPlugin()],
     )
     torch.set_num_threads(threads)

@@ -10,7 +10,8 @@ anything else stays here behind a numbered handle.
 Before the first request the worker shuts itself in: its working directory is
 a copy of the submission, the kit's own folders are off ``sys.path``, imports of
 ``reference``, ``solutions`` and ``grader`` are refused, its address space is
-capped, and its stdout/stderr go, unbuffered, to ``output.log`` in its folder:
+capped, the sandbox (``grader.sandbox``: files, network, signals, file size) is
+applied, and its stdout/stderr go, unbuffered, to ``output.log`` in its folder:
 the judge reads each test's share of it (``WorkerProcess.take_output``), so what
 learner code printed right before a crash is kept too.
 """
@@ -24,11 +25,12 @@ import random
 import resource
 import site
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from grader import figures, forkserver, learner_tests, measure, notebooks, protocol
+from grader import figures, forkserver, learner_tests, measure, notebooks, protocol, sandbox
 from grader.protocol import FIGURE, REMOTE, Ref
 
 FORBIDDEN = ("reference", "solutions", "grader")
@@ -51,7 +53,8 @@ class _Blocker:
         return None
 
 
-def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: int) -> None:
+def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: int, sandboxed: bool) -> dict:
+    """Shut this process in (see the module's docstring); return the sandbox layers that are active."""
     os.setsid()  # own process group: the judge kills it whole
     os.chdir(workdir)
     log = os.open(workdir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -75,9 +78,13 @@ def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: i
     if memory_bytes:
         current = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (current + memory_bytes, current + memory_bytes))
+    started = time.perf_counter()
+    layers = sandbox.apply(workdir, kit_root) if sandboxed else sandbox.inactive()
+    layers["setup_ms"] = round((time.perf_counter() - started) * 1000, 2)
     import torch
 
     torch.set_num_threads(threads)
+    return layers
 
 
 class Worker:
@@ -279,10 +286,15 @@ class Worker:
         return measure.run(name, target, args, kwargs, options)
 
 
-def main(conn, workdir: str, kit_root: str, memory_bytes: int | None, threads: int, prefetch: bool = False) -> None:
-    """Entry point of the worker process (run by ``grader.judge.WorkerProcess``)."""
+def main(conn, workdir: str, kit_root: str, memory_bytes: int | None, threads: int, prefetch: bool = False,
+         sandboxed: bool = True) -> None:
+    """Entry point of the worker process (run by ``grader.judge.WorkerProcess``).
+
+    The first message to the judge is ``{"sandbox": layers}`` (``grader.sandbox.apply``).
+    """
+    layers = _shut_in(Path(workdir), Path(kit_root), memory_bytes, threads, sandboxed)
     if prefetch:
-        forkserver.prefetch()  # before shutting in: these are torch's own modules
-    _shut_in(Path(workdir), Path(kit_root), memory_bytes, threads)
+        forkserver.prefetch()  # after shutting in: Landlock restricts the threads started after it
+    conn.send_bytes(protocol.dumps_reply({"sandbox": layers}))
     Worker(conn, Path(workdir)).serve()
     os._exit(0)
