@@ -194,6 +194,10 @@ def _grade_command(name: str) -> click.Command:
         junit_path = writable_file(junit_path, "--junit")
 
         forkserver.boot()  # the workers' fork server imports torch while we import it here
+        from grader import sandbox
+
+        if sandbox.enabled() and sandbox.unavailable():
+            click.echo(f"note: no sandbox here ({sandbox.unavailable()}): your code runs with your own rights", err=True)
         from rich.console import Console
 
         from grader import report
@@ -273,8 +277,9 @@ def list_sets() -> None:
 @click.option("--dry-run", is_flag=True, help="List the learners found and what would be graded; grade nothing.")
 @click.option("--nbgrader-db", help="Also put the scores into this nbgrader gradebook (sqlite:///gradebook.db).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-sandbox", is_flag=True, help="Grade without the worker's sandbox (only inside a container).")
 def batch_command(exercise_set, submissions, out, questions, jobs, device, force, memory_limit, timeout, scheduler,
-                  roster, dry_run, nbgrader_db, no_progress):
+                  roster, dry_run, nbgrader_db, no_progress, no_sandbox):
     """Grade a class: a folder or a whole-class zip of submissions (folders, zips, Canvas, Moodle, nbgrader)."""
     from grader import batch
     from grader import roster as rosters
@@ -303,6 +308,7 @@ def batch_command(exercise_set, submissions, out, questions, jobs, device, force
             click.echo("\n".join(lines + [f"{sum(not line.startswith(' ') for line in lines)} learners found in "
                                            f"{submissions}; nothing was graded (--dry-run)"]))
             return
+        _sandbox_or_refuse("batch", no_sandbox)
         summary = batch.run_batch(exercise.name, Path(submissions), Path(out), questions=tuple(questions), jobs=jobs,
                                   device=device, force=force, memory_limit=int(memory_limit * 2**30),
                                   timeout=timeout, scheduler=scheduler, progress=not no_progress, people=people)
@@ -323,6 +329,18 @@ def batch_command(exercise_set, submissions, out, questions, jobs, device, force
                f"{statuses.count('not_submitted')} not submitted; out of {first.get('max_score', 0):g} points on "
                f"{device}{skipped}; {summary.duration_s:.1f} s. Results in {out}/ (grades.csv, canvas.csv, report.html)"
                + (f"; nbgrader gradebook {nbgrader_db} (out of {maxima.get('max_score', 0):g})" if maxima else ""))
+
+
+def _sandbox_or_refuse(command: str, no_sandbox: bool) -> None:
+    """``--no-sandbox``: grade without it (``GRADE_SANDBOX=off``, inherited by batch judges); else refuse
+    to grade other people's code where no sandbox can be applied (exit 2, one line)."""
+    from grader import sandbox
+
+    if no_sandbox:
+        sandbox.disable()
+    elif sandbox.unavailable():
+        raise click.UsageError(f"grade {command}: no sandbox for learner code here ({sandbox.unavailable()}); "
+                               "grade inside a container and pass --no-sandbox")
 
 
 def _to_nbgrader(results: dict, db_url: str, assignment: str | None) -> dict:
@@ -374,7 +392,9 @@ def nbgrader_command(results_folder, db_url, assignment):
               default="after_due_date", show_default=True, help="Gradescope visibility of hidden-marked tests.")
 @click.option("--memory-limit", type=float, default=4.0, show_default=True,
               help="GiB the worker running the learner's code may grow by.")
-def gradescope_command(exercise_set, questions, submission_dir, results_path, device, hidden_visibility, memory_limit):
+@click.option("--no-sandbox", is_flag=True, help="Grade without the worker's sandbox (only inside a container).")
+def gradescope_command(exercise_set, questions, submission_dir, results_path, device, hidden_visibility, memory_limit,
+                       no_sandbox):
     """Run as a Gradescope autograder: grade the upload, write results.json."""
     from grader import exports, grading
     from grader import gradescope as autograder
@@ -384,6 +404,7 @@ def gradescope_command(exercise_set, questions, submission_dir, results_path, de
     if not Path(submission_dir).exists():
         raise click.UsageError(f"submission folder {submission_dir} does not exist")
     results_path = writable_file(results_path, "--results")
+    _sandbox_or_refuse("gradescope", no_sandbox)
     result = autograder.grade_upload(exercise, selected, Path(submission_dir), device=grading.resolve_device(device),
                                      memory_limit=int(memory_limit * 2**30))
     exports.write_gradescope(result, results_path, hidden_visibility=hidden_visibility)

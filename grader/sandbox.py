@@ -73,9 +73,10 @@ def abi() -> int:
     """The kernel's Landlock ABI version; 0 where there is none or the binding is missing."""
     try:
         import landlockpy
-    except ImportError:
+
+        return landlockpy.abi_version() if sys.platform == "linux" else 0
+    except (ImportError, OSError):  # OSError: a seccomp filter (a container's) refuses the system call
         return 0
-    return landlockpy.abi_version() if sys.platform == "linux" else 0
 
 
 def unavailable() -> str | None:
