@@ -93,7 +93,7 @@ def unavailable() -> str | None:
 
 
 def inactive() -> dict:
-    """The layers record of a worker without the sandbox (limits stay: the judge's time and memory)."""
+    """The layers record of a worker without Landlock (the limits stay: file size, processes, time, memory)."""
     return {"files": False, "network": False, "signals": False, "limits": True, "landlock_abi": abi()}
 
 
@@ -186,8 +186,11 @@ def _owned(path: Path) -> bool:
         return False
 
 
-def apply(workdir: Path, kit_root: Path) -> dict:
+def apply(workdir: Path, kit_root: Path, landlock: bool = True) -> dict:
     """Shut the calling process in (irreversible); return the layers that are active.
+
+    The caches' redirection and the limits are applied always; Landlock's layers where
+    ``landlock`` (``--no-sandbox`` turns them off) and the kernel has it.
 
     Must be called while the process has a single thread (a worker right after its
     fork): Landlock restricts the calling thread and the threads it starts later.
@@ -201,7 +204,7 @@ def apply(workdir: Path, kit_root: Path) -> dict:
     workdir = Path(workdir)
     _redirect_caches(workdir)
     _limits()
-    if unavailable() is not None:
+    if not landlock or unavailable() is not None:
         return inactive()
     from landlockpy import AccessFS, AccessNet, Ruleset, Scope, fs_for_abi
     from landlockpy.flags import LATEST_ABI

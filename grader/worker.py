@@ -79,7 +79,7 @@ def _shut_in(workdir: Path, kit_root: Path, memory_bytes: int | None, threads: i
         current = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (current + memory_bytes, current + memory_bytes))
     started = time.perf_counter()
-    layers = sandbox.apply(workdir, kit_root) if sandboxed else sandbox.inactive()
+    layers = sandbox.apply(workdir, kit_root, landlock=sandboxed)
     layers["setup_ms"] = round((time.perf_counter() - started) * 1000, 2)
     import torch
 
