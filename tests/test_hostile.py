@@ -79,9 +79,9 @@ def test_hostile_submission_gains_nothing(edit, tmp_path, bystander):
 
 
 def test_report_files_cannot_be_planted(tmp_path):
-    """A submission that writes the report file itself is overwritten by the real result."""
+    """A submission that writes the report file itself (the sandbox refuses it) is overwritten by the real result."""
     target = tmp_path / "result.json"
-    plant = f"    open({str(target)!r}, 'w').write('{{\"score\": 1000}}')"
+    plant = f"    try: open({str(target)!r}, 'w').write('{{\"score\": 1000}}')\n    except OSError: pass  # the sandbox"
     folder = make_submission(tmp_path, Edit("plant report", Q1, in_table(plant)))
     from grader.cli import main
 
