@@ -46,6 +46,10 @@ BUGS = [
 ]
 
 
+TABLE = ("| date | machine | questions | submissions | -j | wall time | submissions/min | wall s x cores / submission "
+         "| CPU s / submission | single `grade` | not gradable |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
 def make(root: Path, count: int) -> Path:
     subs = root / "submissions"
     subs.mkdir()
@@ -109,10 +113,12 @@ def main() -> None:
         if "## Batch" not in text:
             text = text.rstrip() + "\n\n## Batch\n\n"
         start = text.index("## Batch")
-        end = text.find("\n## ", start + 1)
-        end = len(text) if end < 0 else end
-        text = text[:start] + text[start:end].rstrip() + "\n" + line + "\n" + ("\n" + text[end:].lstrip("\n")
-                                                                            if end < len(text) else "")
+        ends = [i for i in (text.find("\n## ", start + 1), text.find("\n<!-- ", start + 1)) if i >= 0]
+        end = min(ends, default=len(text))
+        section = text[start:end].rstrip()
+        if TABLE not in section:
+            section += "\n\n" + TABLE
+        text = text[:start] + section + "\n" + line + "\n" + ("\n" + text[end:].lstrip("\n") if end < len(text) else "")
         results.write_text(text)
 
 

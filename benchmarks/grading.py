@@ -12,9 +12,10 @@ RESULTS.md; other sections are kept.
 
 Bytecode caches are written and used as on a learner's machine (a
 ``PYTHONDONTWRITEBYTECODE`` in this environment is dropped for the runs; one
-warm-up run fills the caches).
+warm-up run fills the caches), unless ``--no-bytecode-cache``.
 
 Usage: python benchmarks/grading.py [--repeat 5] [--device cpu|cuda] [--label TEXT] [--kit DIR]
+[--no-bytecode-cache]
 ``--kit DIR`` times another copy of the kit (e.g. ``git archive <commit> | tar -x -C DIR``), for before/after.
 """
 
@@ -57,8 +58,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--label", default=None, help="section label (default: device and machine)")
     parser.add_argument("--kit", type=Path, default=KIT, help="the copy of the kit to time (default: this one)")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="keep PYTHONDONTWRITEBYTECODE=1: every kit module is compiled at every start")
     options = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if options.no_bytecode_cache:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONPATH"] = str(options.kit.resolve())
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as folder:
         scratch = Path(folder)
@@ -81,7 +86,8 @@ def main() -> None:
     label = options.label or f"{options.device}, {os.cpu_count()} cores, {platform.machine()}"
     lines = [f"## Single submission: {label} (torch {torch.__version__}, {options.repeat} runs each)", "",
              f"`python benchmarks/grading.py --repeat {options.repeat}"
-             + (f" --kit {options.kit}" if options.kit != KIT else "") + "`", "",
+             + (f" --kit {options.kit}" if options.kit != KIT else "")
+             + (" --no-bytecode-cache" if options.no_bytecode_cache else "") + "`", "",
              "| command | wall s (min / median) | machine s·core (min / median) | exit | load |",
              "|---|---|---|---|---|"]
     for name, (runs, load) in measured.items():
@@ -106,6 +112,9 @@ def write_section(key: str, body: str) -> None:
     block = f"{start}\n{body}\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    elif "\n## Batch" in text:  # single-submission sections come before the batch table
+        at = text.index("\n## Batch")
+        text = text[:at].rstrip() + "\n\n" + block + "\n\n" + text[at + 1:]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
