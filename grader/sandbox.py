@@ -54,7 +54,7 @@ SYSTEM_READ = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/share/fonts", "
                "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom", "/dev/random", "/dev/zero",
                "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu", "/sys/devices/system/node")
 PROC_SELF = ("fd", "fdinfo", "stat", "statm", "status", "maps", "limits", "cmdline", "auxv", "cgroup", "mountinfo")
-# CUDA: the driver's device nodes (opened read-write, with ioctls), what it reads in /proc and /sys
+# CUDA, where /dev/nvidiactl exists: the driver's device nodes (read-write, ioctls), what it reads in /proc, /sys
 CUDA_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", "/dev/nvidia-caps")
 CUDA_READ = ("/proc/driver/nvidia", "/proc/devices", "/sys/module/nvidia", "/sys/bus/pci/devices", "/sys/devices")
 
@@ -153,13 +153,14 @@ def _rules(kit_root: str) -> tuple[tuple[tuple[str, bool], ...], ...]:
     for folder in {os.path.realpath(f) for f in SYSTEM_READ[:4]}:  # /lib is often /usr/lib
         if os.path.isdir(folder):  # entry by entry: the system Python's packages (python3/dist-packages) are left out
             read |= {os.path.join(folder, e) for e in os.listdir(folder) if not e.startswith("python")}
-    read |= {p for p in SYSTEM_READ[4:] + CUDA_READ if os.path.exists(p)}
+    cuda = os.path.exists("/dev/nvidiactl")  # an NVIDIA driver is loaded
+    read |= {p for p in SYSTEM_READ[4:] + CUDA_READ * cuda if os.path.exists(p)}
     for dist in _distributions():
         read |= _installed(dist)
     for folder in sites:  # metadata of every distribution: pytest and hypothesis read their entry points
         read |= {os.path.join(folder, e) for e in os.listdir(folder) if e.endswith((".dist-info", ".egg-info"))}
     read = {p for p in read if os.path.exists(p) and not any(_inside(p, k) or _inside(k, p) for k in kit)}
-    devices = {"/dev/null", "/dev/shm"} | {p for p in CUDA_DEVICES + tuple(glob.glob("/dev/nvidia[0-9]*"))
+    devices = {"/dev/null", "/dev/shm"} | {p for p in (CUDA_DEVICES + tuple(glob.glob("/dev/nvidia[0-9]*"))) * cuda
                                             if os.path.exists(p)}
     return tuple(tuple((p, os.path.isdir(p)) for p in sorted(paths)) for paths in (read, devices, sites))
 
