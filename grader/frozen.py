@@ -1,4 +1,7 @@
-"""Imported last by the fork server's preload: freezes the garbage collector's view of the heap.
+"""Imported last by the fork server's preload: the sandbox's rules, then a frozen heap.
+
+``grader.sandbox.prepare()`` computes the sandbox's rules once, here; each worker
+forked from the server only applies them.
 
 ``gc.freeze()`` moves every object loaded so far (torch, matplotlib, the worker's
 modules) to the permanent generation. The workers forked from the server inherit
