@@ -75,9 +75,12 @@ def test_exec_of_the_reference_scores_what_a_stub_scores(tmp_path, stub_q4, monk
 
 
 # ------------------------------------------------------------------ one submission, many attempts at import
-@pytest.fixture(scope="module")
-def probed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("probe")
+HARMLESS = ["hidden suite", "model answer", "editable finder", "connect", "write outside", "judge command line",
+            "list processes"]  # harmless to this test run when they succeed (graded without the sandbox too)
+
+
+def _probe(root, harmful: bool) -> dict:
+    """Grade q1 and q3 with probes at q1's import; what it printed, whether the listener saw a connection."""
     listener = socket.create_server(("127.0.0.1", 0))
     outside = root / "outside.txt"
     code = f'''
@@ -88,11 +91,12 @@ _try("editable finder", lambda: [open(p).read() for p in
      glob.glob(sysconfig.get_paths()["purelib"] + "/__editable__*") or [{str(ROOT / "README.md")!r}]])
 _try("connect", lambda: socket.create_connection(("127.0.0.1", {listener.getsockname()[1]}), timeout=2))
 _try("write outside", lambda: open({str(outside)!r}, "w").write("x"))
-_try("write home", lambda: open({os.path.expanduser("~/grade-sandbox-probe.txt")!r}, "w").write("x"))
-_try("signal fork server", lambda: os.kill(os.getppid(), signal.SIGTERM))
-_try("signal judge", lambda: os.kill({os.getpid()}, 0))
 _try("judge command line", lambda: open("/proc/{os.getpid()}/cmdline").read())
 _try("list processes", lambda: os.listdir("/proc"))
+if {harmful}:
+    _try("write home", lambda: open({os.path.expanduser("~/grade-sandbox-probe.txt")!r}, "w").write("x"))
+    _try("signal fork server", lambda: os.kill(os.getppid(), signal.SIGTERM))
+    _try("signal judge", lambda: os.kill({os.getpid()}, 0))
 def _ten_gb():
     with open("big.bin", "wb") as file:
         for gb in range(10):  # sparse: 1 MiB at each GiB, so a failure writes 10 MiB, not 10 GB
@@ -117,8 +121,22 @@ print("PREFETCHED", "torch._dynamo" in sys.modules, flush=True)
     return {"result": result, "printed": printed(question(result, "q1")), "outside": outside, "connected": connected}
 
 
-@pytest.mark.parametrize("what", ["hidden suite", "model answer", "editable finder", "write outside",
-                                  "judge command line", "list processes"])
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    return _probe(tmp_path_factory.mktemp("probe"), harmful=True)
+
+
+def test_without_the_sandbox_the_probes_get_through(tmp_path, monkeypatch):
+    """The probes below can tell: with ``GRADE_SANDBOX=off`` each harmless one succeeds."""
+    monkeypatch.setenv(sandbox.ENV, "off")
+    unsandboxed = _probe(tmp_path, harmful=False)
+    for what in HARMLESS:
+        assert f"GOT {what}" in unsandboxed["printed"], unsandboxed["printed"]
+    assert unsandboxed["outside"].exists() and unsandboxed["connected"]
+    assert "DENIED ten GB file OSError" in unsandboxed["printed"]  # the limits stay
+
+
+@pytest.mark.parametrize("what", [w for w in HARMLESS if w != "connect"])
 def test_files_outside_the_allowed_ones_are_refused(probed, what):
     assert f"DENIED {what} PermissionError" in probed["printed"], probed["printed"]
 
@@ -233,3 +251,14 @@ def test_batch_and_gradescope_refuse_without_a_sandbox(command, monkeypatch, tmp
     assert outcome.exit_code == 2, outcome.output
     assert "no sandbox for learner code here (this kernel has no Landlock)" in outcome.output
     assert "--no-sandbox" in outcome.output
+
+
+def test_a_learner_grades_without_a_sandbox_with_a_notice(monkeypatch):
+    from grader.cli import main
+
+    monkeypatch.setattr(sandbox, "unavailable", lambda: "Landlock is Linux-only (this is darwin)")
+    outcome = CliRunner().invoke(main, ["ex4", "q8", "--solutions"])
+    assert outcome.exit_code == 0, outcome.output
+    notice = [line for line in outcome.output.splitlines() if "sandbox" in line]
+    assert notice == ["note: no sandbox here (Landlock is Linux-only (this is darwin)): your code runs with your own "
+                      "rights"], outcome.output
