@@ -241,7 +241,8 @@ class WorkerProcess:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except (OSError, AttributeError):
             return 0
-        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+        _, found, rest = status.partition("VmHWM:")
+        return int(rest.split()[0]) * 1024 if found else 0  # a zombie's status has no memory lines
 
     # -- requests -----------------------------------------------------------------
     def request(self, op: str, call: str, time_limit: float | None = None, **arguments: Any) -> Any:
