@@ -262,3 +262,38 @@ def test_a_learner_grades_without_a_sandbox_with_a_notice(monkeypatch):
     notice = [line for line in outcome.output.splitlines() if "sandbox" in line]
     assert notice == ["note: no sandbox here (Landlock is Linux-only (this is darwin)): your code runs with your own "
                       "rights"], outcome.output
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to become an unprivileged user (nobody) in a child")
+def test_an_unprivileged_worker_cannot_fork_without_bound(monkeypatch):
+    """As a user other than root, RLIMIT_NPROC stops a fork bomb (root is never limited: the kernel's rule)."""
+    monkeypatch.setattr(sandbox, "PROCESS_ALLOWANCE", 16)  # fewer forks on a shared machine
+    with open("/proc/loadavg") as loadavg:  # the tasks on the machine: nobody's limit is this + 16
+        bound = int(loadavg.read().split()[3].split("/")[1]) + 16 + 256  # + 256: tasks started meanwhile
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nobody, limited, forks sleepers until refused (at most the limit + 1 times)
+        os.close(read)
+        children, outcome = [], "not refused"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            sandbox._limits()
+            for _ in range(bound):
+                child = os.fork()
+                if child == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                children.append(child)
+        except BlockingIOError:
+            outcome = "refused"
+        finally:
+            for child in children:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            os.write(write, outcome.encode())
+            os._exit(0)
+    os.close(write)
+    outcome = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    assert outcome == "refused"
