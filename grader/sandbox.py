@@ -46,6 +46,7 @@ FILE_SIZE_LIMIT = 2**30  # bytes: the largest file learner code may write
 PROCESS_ALLOWANCE = 256  # tasks (processes, threads) a worker may add to the machine's count (not for root)
 # what learner code may import, beyond the standard library; with what these require, installed
 PACKAGES = ("torch", "numpy", "matplotlib", "sympy", "pytest", "hypothesis", "pillow")
+IMPORTABLE = "the standard library, torch, numpy, matplotlib, sympy, pytest, hypothesis and PIL"  # for learners
 KIT_PACKAGES = ("grader", "reference", "solutions", "exercises", "tests")
 SCRATCH = ".scratch"  # in the worker's folder: TMPDIR, HOME and the caches
 CACHE_VARIABLES = ("TMPDIR", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR",

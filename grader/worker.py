@@ -19,6 +19,7 @@ learner code printed right before a crash is kept too.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import io
 import os
 import random
@@ -42,7 +43,7 @@ class ImportRefused(ImportError):
 
 
 class _Blocker:
-    """A meta-path finder that refuses the kit's trusted packages."""
+    """A meta-path finder that refuses the kit's trusted packages, and says so for packages the sandbox hides."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname.split(".")[0] in FORBIDDEN:
@@ -50,6 +51,15 @@ class _Blocker:
                 f"import of '{fullname}' is not allowed in graded code: "
                 "your submission must not use the kit's reference, solutions or grader"
             )
+        if "." not in fullname:  # a package outside the sandbox's rules: one line, not a PermissionError
+            spec = importlib.machinery.PathFinder.find_spec(fullname)
+            origin = getattr(spec, "origin", None)
+            if origin and os.path.isfile(origin):
+                try:
+                    open(origin, "rb").close()
+                except PermissionError:
+                    raise ImportRefused(f"import of '{fullname}' is not allowed in graded code: it may import "
+                                        f"{sandbox.IMPORTABLE}") from None
         return None
 
 

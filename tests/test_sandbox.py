@@ -297,3 +297,12 @@ def test_an_unprivileged_worker_cannot_fork_without_bound(monkeypatch):
     outcome = os.read(read, 100).decode()
     os.waitpid(pid, 0)
     assert outcome == "refused"
+
+
+def test_a_package_outside_the_sandbox_is_refused_in_one_line(tmp_path):
+    """click is installed (the kit uses it) but is no package learner code may use."""
+    edit = Edit("import click", Q1, ((IMPORTS, IMPORTS + "import click\n"),))
+    q1 = question(grade(make_submission(tmp_path, edit), "q1"), "q1")
+    assert q1["score"] == 0
+    assert "import of 'click' is not allowed in graded code: it may import the standard library, torch" in messages(q1)
+    assert "PermissionError" not in messages(q1)
