@@ -198,25 +198,27 @@ def apply(workdir: Path, kit_root: Path, landlock: bool = True) -> dict:
     The caches' redirection and the limits are applied always; Landlock's layers where
     ``landlock`` (``--no-sandbox`` turns them off) and the kernel has it.
 
-    Must be called while the process has a single thread (a worker right after its
-    fork): Landlock restricts the calling thread and the threads it starts later.
+    Below Landlock ABI 8, must be called while the process has a single thread (a worker
+    right after its fork): Landlock then restricts the calling thread and the threads it
+    starts later; from ABI 8 it restricts all of them (``TSYNC``).
 
     Returns:
         ``{"files": bool, "network": bool, "signals": bool, "limits": True, "landlock_abi": int}``.
 
     Raises:
-        RuntimeError: another thread is running (it would stay unrestricted).
+        RuntimeError: another thread is running below ABI 8 (it would stay unrestricted).
     """
     workdir = Path(workdir)
     _redirect_caches(workdir)
     _limits()
     if not landlock or unavailable() is not None:
         return inactive()
-    from landlockpy import AccessFS, AccessNet, Ruleset, Scope, fs_for_abi
+    from landlockpy import AccessFS, AccessNet, RestrictFlag, Ruleset, Scope, fs_for_abi
     from landlockpy.flags import LATEST_ABI
 
-    if threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1:
-        raise RuntimeError("the sandbox must be applied before the worker starts a thread")
+    if abi() < 8 and (threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1):
+        raise RuntimeError("grader.sandbox.apply must run before the worker starts a thread (Landlock ABI < 8 "
+                           "restricts only the calling thread and the threads it starts later)")
     read, devices, sites = _rules(str(kit_root))
     reading = AccessFS.READ_FILE | AccessFS.READ_DIR
     writing = reading | AccessFS.WRITE_FILE | AccessFS.TRUNCATE
@@ -238,6 +240,6 @@ def apply(workdir: Path, kit_root: Path, landlock: bool = True) -> dict:
         for path, folder in devices:
             allow(path, folder, writing | everything & (AccessFS.MAKE_REG | AccessFS.REMOVE_FILE) | AccessFS.IOCTL_DEV)
         rules.allow_path(workdir, everything)
-        rules.restrict()
+        rules.restrict(RestrictFlag.TSYNC)  # ABI >= 8: every thread of the process (dropped before)
         return {"files": bool(rules.handled_fs), "network": bool(rules.handled_net & AccessNet.CONNECT_TCP),
                 "signals": bool(rules.scoped & Scope.SIGNAL), "limits": True, "landlock_abi": rules.abi_version}
