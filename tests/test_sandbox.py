@@ -211,6 +211,10 @@ _try("other learner's answer", lambda: open({str(subs / "alice" / Q1)!r}).read()
 _try("list submissions", lambda: glob.glob({str(subs)!r} + "/*") or open({str(subs / "alice" / Q1)!r}))
 _try("overwrite result", lambda: open({str(out / "alice" / "result.json")!r}, "w").write('{{"score": 0}}'))
 _try("overwrite grades", lambda: open({str(out / "grades.csv")!r}, "w").write("alice,0\\n"))
+import os, signal
+_try("kill the fork server", lambda: os.kill(os.getppid(), signal.SIGTERM))  # the worker's parent
+_try("kill the judge", lambda: os.kill(os.getpgid(os.getppid()), signal.SIGTERM))  # the fork server's group: its judge
+_try("signal the batch", lambda: os.kill({os.getpid()}, 0))  # 0: a regression fails this test, not the run
 '''
     for name, text in {"alice": solution, "mallory": solution.replace(IMPORTS, IMPORTS + TRY + attack, 1),
                        "zoe": solution}.items():
@@ -223,7 +227,8 @@ _try("overwrite grades", lambda: open({str(out / "grades.csv")!r}, "w").write("a
         assert results[name]["score"] == results[name]["max_score"] > 0, name
         assert results[name]["sandbox"]["files"], name
     said = printed(question(results["mallory"], "q1"))
-    for what in ("other learner's answer", "list submissions", "overwrite result", "overwrite grades"):
+    for what in ("other learner's answer", "list submissions", "overwrite result", "overwrite grades",
+                 "kill the fork server", "kill the judge", "signal the batch"):
         assert f"DENIED {what} PermissionError" in said, said
     with open(out / "grades.csv", newline="") as table:
         rows = list(csv.DictReader(table))
