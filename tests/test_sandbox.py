@@ -311,3 +311,14 @@ def test_a_package_outside_the_sandbox_is_refused_in_one_line(tmp_path):
     assert q1["score"] == 0
     assert "import of 'click' is not allowed in graded code: it may import the standard library, torch" in messages(q1)
     assert "PermissionError" not in messages(q1)
+
+
+def test_no_sandbox_grades_anyway(monkeypatch, tmp_path):
+    from grader.cli import main
+
+    monkeypatch.setenv(sandbox.ENV, "on")  # restored afterwards: --no-sandbox sets it to off in this process
+    monkeypatch.setattr(sandbox, "unavailable", lambda: "this kernel has no Landlock")
+    outcome = CliRunner().invoke(main, ["gradescope", "ex4", "q8", "--submission-dir", str(SOLUTIONS), "--results",
+                                        str(tmp_path / "results.json"), "--device", "cpu", "--no-sandbox"])
+    assert outcome.exit_code == 0, outcome.output
+    assert os.environ[sandbox.ENV] == "off" and (tmp_path / "results.json").exists()
