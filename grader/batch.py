@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from grader import roster, submissions
+from grader import lifecycle, roster, submissions
 from grader.report import failures_markdown, write_atomic, write_json
 
 DEFAULT_TIMEOUT = 900.0  # seconds one submission may take in a judge before the judge is replaced
@@ -60,6 +60,7 @@ def serve() -> None:
     """
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
+    lifecycle.exit_when_closed(sys.stdin.fileno())  # the batch is gone (even killed): so is this judge
     from grader import exercises, forkserver, grading
 
     forkserver.boot(heavy=True)  # this judge forks a worker per submission: load torch's lazy modules once

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from grader import __version__, exercises
+from grader import __version__, exercises, lifecycle
 
 # At exit, Python's last garbage collections walk every object torch created (0.2 s);
 # frozen objects are skipped. Finalizers (atexit, weakref.finalize) still run.
@@ -58,7 +58,8 @@ class GradeGroup(click.Group):
         """Click's main, with every usage error on one line: ``Error: <what is wrong and how to fix it>``."""
         kwargs["standalone_mode"] = False
         try:
-            code = super().main(*args, **kwargs)
+            with lifecycle.terminate_as_interrupt():  # `kill` stops a grade or a batch as Ctrl-C does
+                code = super().main(*args, **kwargs)
         except click.ClickException as error:
             click.echo(f"Error: {error.format_message()}", err=True)
             sys.exit(error.exit_code)

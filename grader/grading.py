@@ -129,6 +129,8 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
         torch.set_num_threads(judge_threads)
     if plugin.collection_errors or code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         raise KitError("hidden suite failed: " + ("\n".join(plugin.collection_errors) or output.getvalue()[-3000:]))
+    if code == pytest.ExitCode.INTERRUPTED:  # Ctrl-C or SIGTERM (pytest stopped the session): no partial result
+        raise KeyboardInterrupt
     result = build_result(
         exercise, questions, plugin.records,
         submission=str(submission), device=device, duration_s=round(time.perf_counter() - started, 3),

@@ -31,7 +31,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from grader import figures, forkserver, learner_tests, measure, notebooks, protocol, sandbox
+from grader import figures, forkserver, learner_tests, lifecycle, measure, notebooks, protocol, sandbox
 from grader.protocol import FIGURE, REMOTE, Ref
 
 FORBIDDEN = ("reference", "solutions", "grader")
@@ -303,6 +303,7 @@ def main(conn, workdir: str, kit_root: str, memory_bytes: int | None, threads: i
     The first message to the judge is ``{"sandbox": layers}`` (``grader.sandbox.apply``).
     """
     layers = _shut_in(Path(workdir), Path(kit_root), memory_bytes, threads, sandboxed)
+    lifecycle.bind_worker(conn)  # dies with its judge (after shutting in: the watchdog is a thread)
     if prefetch:
         forkserver.prefetch()  # after shutting in: Landlock restricts the threads started after it
     conn.send_bytes(protocol.dumps_reply({"sandbox": layers}))
