@@ -4,6 +4,8 @@
 worker process, the real hidden suites) but from this process, so torch and the
 suites are imported once for the whole test run. ``make_submission`` copies the
 model answers and applies text edits (a plausible bug, or a correct rewrite).
+``marked_processes`` finds what a ``grade`` process started (judges, fork servers,
+workers) through a marker in their environment.
 """
 
 from __future__ import annotations
@@ -125,3 +127,16 @@ def corpus_tests(qid: str, buggy: list[Edit], correct: list[Edit], full_marks: f
         assert all(t["outcome"] == "failed" and "not implemented yet" in t["message"] for t in graded), messages(block)
 
     return {name: value for name, value in locals().items() if name == "results" or name.startswith("test_")}
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Processes alive (not zombies) whose environment holds ``marker`` (Linux ``/proc``; elsewhere none)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker.encode() in (proc / "environ").read_bytes() and \
+                    (proc / "stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import marked_processes
 from grader import roster, submissions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,19 +273,6 @@ def test_feedback_says_what_was_set_aside_and_files_follow_the_umask(lms_batch):
 
 
 # ----------------------------------------------------------------------------- Ctrl-C, unreachable scheduler
-def _marked(marker: str) -> list[int]:
-    """Processes alive (not zombies) whose environment holds ``marker``."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker.encode() in (proc / "environ").read_bytes() and \
-                    (proc / "stat").read_text().rpartition(")")[2].split()[0] != "Z":
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_ctrl_c_stops_judges_and_workers_at_once_and_says_a_rerun_resumes(tmp_path):
     subs = tmp_path / "subs"
@@ -299,7 +287,7 @@ def test_ctrl_c_stops_judges_and_workers_at_once_and_says_a_rerun_resumes(tmp_pa
     while not list(out.glob("*/result.json")) and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.05)
     time.sleep(0.5)  # the judge is grading the next learner now
-    assert len(_marked(marker)) > 2, "a judge and its fork server should be running"
+    assert len(marked_processes(marker)) > 2, "a judge and its fork server should be running"
     sent = time.monotonic()
     os.kill(run.pid, signal.SIGINT)
     _, stderr = run.communicate(timeout=30)
@@ -309,7 +297,7 @@ def test_ctrl_c_stops_judges_and_workers_at_once_and_says_a_rerun_resumes(tmp_pa
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "run the same command again to resume" in lines[0], stderr
     time.sleep(0.3)
-    assert _marked(marker) == [], "judge or worker processes were left behind"
+    assert marked_processes(marker) == [], "judge or worker processes were left behind"
     kept = list(out.glob("*/result.json"))
     assert kept and all(json.loads(p.read_text())["status"] == "graded" for p in kept)
     assert f"interrupted: {len(kept)} learner" in lines[0] and "graded so far kept" in lines[0]
