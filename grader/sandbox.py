@@ -102,6 +102,11 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def _key(name: str) -> str:
+    """A distribution's normalized name (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _distributions() -> list:
     """:data:`PACKAGES`, pytest's plugins (the worker runs q6's learner tests) and all they require."""
     import importlib.metadata as metadata
@@ -110,7 +115,7 @@ def _distributions() -> list:
     seen: dict[str, object] = {}
     while todo:
         name = todo.pop()
-        key = re.sub(r"[-_.]+", "-", name).lower()
+        key = _key(name)
         if key in seen:
             continue
         try:
@@ -156,10 +161,12 @@ def _rules(kit_root: str) -> tuple[tuple[tuple[str, bool], ...], ...]:
             read |= {os.path.join(folder, e) for e in os.listdir(folder) if not e.startswith("python")}
     cuda = os.path.exists("/dev/nvidiactl")  # an NVIDIA driver is loaded
     read |= {p for p in SYSTEM_READ[4:] + CUDA_READ * cuda if os.path.exists(p)}
-    for dist in _distributions():
+    metadata = {(folder, _key(e.split("-")[0])): os.path.join(folder, e)  # what importlib.metadata reads
+                for folder in sites for e in os.listdir(folder) if e.endswith((".dist-info", ".egg-info"))}
+    for dist in _distributions():  # the others' metadata reads as empty (importlib.metadata skips it)
         read |= _installed(dist)
-    for folder in sites:  # metadata of every distribution: pytest and hypothesis read their entry points
-        read |= {os.path.join(folder, e) for e in os.listdir(folder) if e.endswith((".dist-info", ".egg-info"))}
+        info = metadata.get((os.path.realpath(str(dist.locate_file(""))), _key(dist.name)))
+        read |= {info} if info else set()
     read = {p for p in read if os.path.exists(p) and not any(_inside(p, k) or _inside(k, p) for k in kit)}
     devices = {"/dev/null", "/dev/shm"} | {p for p in (CUDA_DEVICES + tuple(glob.glob("/dev/nvidia[0-9]*"))) * cuda
                                             if os.path.exists(p)}
