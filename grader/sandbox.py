@@ -146,7 +146,7 @@ def _installed(dist) -> set[str]:
 def _rules(kit_root: str) -> tuple[tuple[tuple[str, bool], ...], ...]:
     """``(read-only, read-write devices, listable folders)``: ``(path, is a folder)`` pairs, computed once.
 
-    The fork server preloads ``grader.worker``, which calls this: each worker then only applies it.
+    The fork server computes it in its preload (:func:`prepare`): each worker then only applies it.
     Every path that holds, or lies in, one of the kit's packages is left out.
     """
     kit = [os.path.join(os.path.realpath(kit_root), name) for name in KIT_PACKAGES]
@@ -161,7 +161,7 @@ def _rules(kit_root: str) -> tuple[tuple[tuple[str, bool], ...], ...]:
             read |= {os.path.join(folder, e) for e in os.listdir(folder) if not e.startswith("python")}
     cuda = os.path.exists("/dev/nvidiactl")  # an NVIDIA driver is loaded
     read |= {p for p in SYSTEM_READ[4:] + CUDA_READ * cuda if os.path.exists(p)}
-    metadata = {(folder, _key(e.split("-")[0])): os.path.join(folder, e)  # what importlib.metadata reads
+    metadata = {(folder, _key(e.rsplit(".", 1)[0].split("-")[0])): os.path.join(folder, e)  # what importlib.metadata reads
                 for folder in sites for e in os.listdir(folder) if e.endswith((".dist-info", ".egg-info"))}
     for dist in _distributions():  # the others' metadata reads as empty (importlib.metadata skips it)
         read |= _installed(dist)
