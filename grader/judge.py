@@ -259,30 +259,34 @@ class WorkerProcess:
         except (OSError, BrokenPipeError):
             self._died(call, "ended before it could be asked anything")
         deadline = time.monotonic() + limit
-        while True:
-            if self.conn.poll(0.05):
-                try:
-                    data = self.conn.recv_bytes()
-                except (EOFError, OSError):
+        try:
+            while True:
+                if self.conn.poll(0.05):
+                    try:
+                        data = self.conn.recv_bytes()
+                    except (EOFError, OSError):
+                        self._died(call, None)
+                    reply = protocol.loads_reply(data)
+                    if isinstance(reply, dict) and "callback" in reply:
+                        self._answer_callback(reply["callback"])
+                        continue
+                    if isinstance(reply, dict) and "sandbox" in reply and not self._greeted:  # a worker's first message
+                        self.sandbox, self._greeted = reply["sandbox"], True
+                        continue
+                    if not isinstance(reply, dict) or not ({"ok", "error"} & reply.keys()):
+                        raise protocol.ProtocolError("the worker sent a malformed reply")
+                    if "error" in reply:
+                        raise _learner_error(reply["error"], call)
+                    return self._wrap(reply["ok"], call)
+                if not self.process.is_alive():
                     self._died(call, None)
-                reply = protocol.loads_reply(data)
-                if isinstance(reply, dict) and "callback" in reply:
-                    self._answer_callback(reply["callback"])
-                    continue
-                if isinstance(reply, dict) and "sandbox" in reply and not self._greeted:  # a worker's first message
-                    self.sandbox, self._greeted = reply["sandbox"], True
-                    continue
-                if not isinstance(reply, dict) or not ({"ok", "error"} & reply.keys()):
-                    raise protocol.ProtocolError("the worker sent a malformed reply")
-                if "error" in reply:
-                    raise _learner_error(reply["error"], call)
-                return self._wrap(reply["ok"], call)
-            if not self.process.is_alive():
-                self._died(call, None)
-            if time.monotonic() > deadline:
-                self._died(call, f"did not return within {limit:g} s (an endless loop?)")
-            if _rss(self.process.pid) - self.base_rss > self.memory_limit:
-                self._died(call, f"used more than {self.memory_limit / 2**30:g} GiB of memory")
+                if time.monotonic() > deadline:
+                    self._died(call, f"did not return within {limit:g} s (an endless loop?)")
+                if _rss(self.process.pid) - self.base_rss > self.memory_limit:
+                    self._died(call, f"used more than {self.memory_limit / 2**30:g} GiB of memory")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (grader.cli) mid-call: the worker is busy, stop it now
+            self._kill()
+            raise
 
     def _died(self, call: str, why: str | None) -> None:
         self._kill()
