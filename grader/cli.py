@@ -417,7 +417,9 @@ def gradescope_command(exercise_set, questions, submission_dir, results_path, de
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("-q", "--question", "questions", multiple=True, help="Grade only these questions (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def gradescope_build_command(exercise_set, out, questions, force):
+@click.option("--no-sandbox", is_flag=True,
+              help="run_autograder grades without the worker's sandbox (where Gradescope's container refuses Landlock).")
+def gradescope_build_command(exercise_set, out, questions, force, no_sandbox):
     """Write the Gradescope autograder zip (setup.sh, run_autograder, the kit) to OUT."""
     from grader import gradescope as autograder
 
@@ -427,7 +429,7 @@ def gradescope_build_command(exercise_set, out, questions, force):
         raise click.UsageError(f"{out}: the autograder is a zip file; name it *.zip")
     if Path(out).exists() and not force:
         raise click.UsageError(f"{out} exists (use --force to replace it)")
-    summary = autograder.build_autograder(exercise, selected, writable_file(Path(out), "OUT"))
+    summary = autograder.build_autograder(exercise, selected, writable_file(Path(out), "OUT"), sandbox=not no_sandbox)
     skipped = summary["points"] - summary["cpu_points"]
     click.echo(f"{out}: Gradescope autograder for {exercise.name} {' '.join(summary['questions'])} "
                f"({summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB). Set the assignment's autograder "

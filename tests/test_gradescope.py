@@ -76,6 +76,14 @@ def test_build_is_reproducible_and_refuses_to_overwrite(autograder_zip, tmp_path
     assert not_a_zip.exit_code == 2 and "*.zip" in not_a_zip.output
 
 
+def test_build_without_sandbox_writes_the_flag_into_run_autograder(tmp_path):
+    """For a Gradescope image that refuses Landlock: run_autograder passes --no-sandbox (by default it does not)."""
+    out = tmp_path / "unsandboxed.zip"
+    assert CliRunner().invoke(main, ["gradescope-build", "ex4", str(out), "-q", "q1", "--no-sandbox"]).exit_code == 0
+    with zipfile.ZipFile(out) as handle:
+        assert "gradescope ex4 q1 --no-sandbox --device auto" in handle.read("run_autograder").decode()
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
 def test_scripts_pass_shellcheck(autograder_zip, tmp_path):
     source = unpack(autograder_zip, tmp_path)
