@@ -101,7 +101,9 @@ def test_bundle_holds_no_reference_or_model_answer(bundle_files):
     assert len(secret) > 500  # the scan is real: hundreds of distinctive lines
     leaks = []
     for name, text in bundle_files.items():
-        if name.endswith((".py", ".md", ".toml")):  # source: whole lines
+        if name.endswith(".ipynb"):  # the stub notebooks: their cells' lines, as for a module
+            text = "\n".join("".join(cell["source"]) for cell in json.loads(text)["cells"])
+        if name.endswith((".py", ".md", ".toml", ".ipynb")):  # source: whole lines
             leaks += [(name, line) for line in secret & {line.strip() for line in text.splitlines()}]
         else:  # stored values: anywhere
             leaks += [(name, line) for line in secret if line in text]
