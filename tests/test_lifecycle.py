@@ -1,7 +1,8 @@
 """No process outlives ``grade`` or ``grade batch``, however they end (``grader.lifecycle``).
 
-A learner's ``sinusoidal_table`` forks a child, marks a file in its worker's folder
-and loops forever, child and worker both at full CPU. Once every worker is looping,
+A learner's ``sinusoidal_table`` forks a child (which leaves the worker's session, out
+of reach of the judge's ``killpg``), marks a file in its worker's folder and loops
+forever, child and worker both at full CPU. Once every worker is looping,
 ``grade`` is killed with SIGTERM (it stops as on Ctrl-C: one line, exit 130) or
 SIGKILL (nothing of it runs any more), and ``grade batch`` with SIGKILL; then no
 process that the run started may remain: judges, fork servers, resource trackers,
@@ -28,11 +29,12 @@ Q1 = "q1_positional_encoding.py"
 SIGNATURE = "def sinusoidal_table(max_len: int, d_model: int, base: float = 10000.0) -> Tensor:\n"
 LOOP = Edit("endless loop", Q1, ((SIGNATURE, SIGNATURE + (
     "    import os\n"
-    "    os.fork()  # a child of the learner's own, looping too\n"
+    "    if os.fork() == 0:  # a child of the learner's own, looping too, in a session of its own\n"
+    "        os.setsid()\n"
     "    open(f'looping-{os.getpid()}', 'w').close()  # in the worker's folder\n"
     "    while True:\n"
     "        pass\n")),))
-STARTED = 180  # seconds: a fresh interpreter imports torch on a loaded machine
+STARTED = 60  # seconds: a fresh interpreter imports torch on a loaded machine
 GONE = 10  # seconds for every process to be gone once the run is killed
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's /proc")
@@ -48,9 +50,13 @@ def _start_looping(tmp_path: Path, *args: str, workers: int) -> tuple[subprocess
                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                env={**os.environ, marker: "1", "TMPDIR": str(scratch)})
     deadline = time.monotonic() + STARTED
-    while len(list(scratch.glob("grade-worker-*/looping-*"))) < 2 * workers:  # each worker and its child
-        assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()
-        time.sleep(0.05)
+    try:
+        while len(list(scratch.glob("grade-worker-*/looping-*"))) < 2 * workers:  # each worker and its child
+            assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+            time.sleep(0.05)
+    except BaseException:
+        _left_after_kill(run, marker, signal.SIGKILL)  # nothing keeps running after a failed start
+        raise
     return run, marker
 
 
