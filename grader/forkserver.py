@@ -5,6 +5,8 @@ interpreter and a torch import (seconds). The server itself never computes, so
 its children do not inherit a busy OpenMP pool (which would hang them).
 This module imports nothing heavy: ``grade`` calls :func:`boot` first thing, and
 the server imports torch while the grading process imports it too.
+The server exits when its grading process does, whatever ends it, and takes its
+workers with it (``grader.lifecycle``).
 
 As with any ``multiprocessing`` start method other than fork, a program that
 starts workers must guard its main module with ``if __name__ == "__main__":``.
