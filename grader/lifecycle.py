@@ -23,10 +23,10 @@ so a killed batch leaves no judge grading on (``grader.batch.serve``). And
 ``grade`` stops on SIGTERM as on Ctrl-C (:func:`terminate_as_interrupt`): its
 workers stopped, one line, exit 130.
 
-Not covered: a program learner code starts with ``subprocess`` (no fork hook runs
-there; in the sandbox no program but the interpreter may run, and it cannot start)
-in a session of its own, and a forked child that clears its own death signal; with
-``--no-sandbox`` both can outlive a killed judge. Landlock's signal scope does not
+Not covered: a program learner code starts with ``subprocess`` in a session of its
+own (no fork hook runs there; possible only with ``--no-sandbox``: in the sandbox no
+program but the interpreter may run, and it cannot start), and a forked child in a
+session of its own that clears its death signal (``prctl``) on purpose. Landlock's signal scope does not
 stop any of this chain: the kernel sends a death signal on behalf of the parent.
 """
 
