@@ -26,10 +26,12 @@ if TYPE_CHECKING:
     from grader.judge import WorkerProcess
 
 # pytest's own plugins the hidden suites do not need; ``unraisableexception`` and
-# ``threadexception`` run a full ``gc.collect()`` at every session's end (0.1 s).
+# ``threadexception`` run a full ``gc.collect()`` at every session's end (0.1 s). ``--assert=plain`` in
+# every session: a suite module stays imported for the process, and one imported by a session with
+# assertion rewriting (a --collect-only one too) would add pytest's "+ where" lines to the learner's messages.
 PYTEST_OPTIONS = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:unraisableexception",
-                  "-p", "no:threadexception", "--import-mode=importlib", "-c", str(SUITES / "pytest.ini"),
-                  "--rootdir", str(SUITES))
+                  "-p", "no:threadexception", "--assert=plain", "--import-mode=importlib",
+                  "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES))
 
 
 def _session_options() -> tuple[str, ...]:
@@ -117,7 +119,7 @@ def grade(exercise: ExerciseSet, questions: tuple[Question, ...], submission: Pa
     plugin = GradingPlugin(worker, torch.device(device))
     judge_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    arguments = [str(q.suite) for q in questions] + [*_session_options(), "--assert=plain", "--tb=no",
+    arguments = [str(q.suite) for q in questions] + [*_session_options(), "--tb=no",
                                                       "-W", "ignore::DeprecationWarning"]
     output = io.StringIO()
     try:
