@@ -307,7 +307,11 @@ class WorkerProcess:
         try:
             reply = {"ok": self.callback(request)}
         except Exception as exc:  # noqa: BLE001 - sent back to the learner's test as its exception
-            reply = {"error": type(exc)(*exc.args) if type(exc).__module__ == "builtins" else RuntimeError(str(exc))}
+            # by name and plain arguments, never the object: pickling an exception may name another package
+            # (distributed installs tblib's reducers), which the worker cannot import
+            builtin = type(exc).__module__ == "builtins"
+            plain = builtin and all(isinstance(a, (str, int, float, bool, type(None))) for a in exc.args)
+            reply = {"error": (type(exc).__name__ if builtin else "RuntimeError", exc.args if plain else (str(exc),))}
         self.conn.send_bytes(protocol.dumps_request(reply))
 
     def _wrap(self, value: Any, call: str) -> Any:

@@ -18,6 +18,7 @@ learner code printed right before a crash is kept too.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.machinery
 import io
@@ -287,8 +288,10 @@ class Worker:
         """Ask the judge to run something for us (q6 implementations) and wait for its answer."""
         self.conn.send_bytes(protocol.dumps_reply({"callback": self.encode(request)}))
         reply = protocol.loads_request(self.conn.recv_bytes())
-        if "error" in reply:
-            raise reply["error"]
+        if "error" in reply:  # a builtin exception by name, with its arguments (see WorkerProcess._answer_callback)
+            name, args = reply["error"]
+            kind = getattr(builtins, name, RuntimeError)
+            raise (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(*args)
         return reply["ok"]
 
     def op_measure(self, target: Any, name: str, args: tuple, kwargs: dict, options: dict) -> Any:

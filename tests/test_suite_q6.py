@@ -229,3 +229,12 @@ def test_implementations_hide_their_identity():
     assert len(entries) == len(suite.GRADED) + suite.N_CORRECT and entries[0] is not None
     assert {m.kind for m in entries if m} == {m.kind for m in MISCONCEPTIONS}, "every kind is graded"
     assert not any(isinstance(getattr(suite.namespace(e), n), type) for e in entries[:3] for n in suite.API)
+
+
+def test_the_judges_exceptions_reach_the_learners_tests_however_the_judge_pickles(tmp_path):
+    """A judge on a Dask worker has tblib's exception reducers installed (``distributed`` installs them): the
+    correct implementation's ValueError still reaches the learner's ``pytest.raises(ValueError)`` as one."""
+    pytest.importorskip("tblib.pickling_support").install()
+    edit = next(e for e in CORRECT if e.name == "extra tests")
+    block = question(grade(make_submission(tmp_path, edit), "q6"), "q6")
+    assert block["score"] == block["max_score"], messages(block)
