@@ -39,6 +39,20 @@ def hints_for(target: str, run: Callable[[Any], Any]) -> list[Hint]:
     return [(m.hint, lambda m=m: run(m.impl)) for m in variants_of(target)]
 
 
+def evaluated_hints(hints: Iterable[Hint]) -> list[list]:
+    """``[[text, wrong output or None]]``: each hint's wrong variant run now, as plain data for a snapshot.
+
+    A variant that cannot run on this input gives ``None`` (and no hint).
+    """
+    found = []
+    for text, thunk in hints:
+        try:
+            found.append([text, thunk()])
+        except Exception:  # noqa: BLE001 - a variant that cannot run on this input gives no hint
+            found.append([text, None])
+    return found
+
+
 def matching_hint(got: Any, hints: Iterable[Hint], **tolerance: float) -> str | None:
     """The first hint whose wrong variant reproduces ``got`` (within tolerance), if any."""
     for text, thunk in hints:

@@ -22,8 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, assert_tensor, hints_for,
-                           matching_hint, refusal, sub_module)
+from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, assert_tensor, evaluated_hints,
+                           hints_for, matching_hint, refusal, sub_module)
 from grader.replay import snapshot
 from reference.encoder import FeedForward, MinimalTransformerEncoder, MultiHeadAttention, TransformerBlock
 
@@ -143,12 +143,7 @@ def answers(name: str, state: dict[str, torch.Tensor], args: tuple, kind: str = 
             return {"weights": module.attention_weights.detach()} if kind == "weights" else {"output": output}
 
         expected = measure(reference)
-        found = []
-        for text, thunk in hints(reference, measure):
-            try:
-                found.append([text, thunk()])
-            except Exception:  # noqa: BLE001 - a variant that cannot run on this input gives no hint
-                found.append([text, None])
+        found = evaluated_hints(hints(reference, measure))
     return {"expected": expected, "hints": found}
 
 

@@ -17,8 +17,8 @@ import torch
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, hints_for, matching_hint,
-                           refusal)
+from grader.checks import (assert_close, assert_dropout_in_train_mode, assert_refused, evaluated_hints, hints_for,
+                           matching_hint, refusal)
 from grader.replay import snapshot
 from reference.attention import (
     AdditiveAttention,
@@ -282,12 +282,7 @@ def _reference_gradients(name, state, q, k, v, mask, grad_output):
 
     with torch.random.fork_rng(devices=[]):
         inputs, params = backward(classes[name])
-        found = []
-        for text, thunk in hints_for(name, lambda cls: backward(cls)[0]):
-            try:
-                found.append([text, thunk()])
-            except Exception:  # noqa: BLE001 - a variant that cannot run on this input gives no hint
-                found.append([text, None])
+        found = evaluated_hints(hints_for(name, lambda cls: backward(cls)[0]))
     return {"input_grads": inputs, "param_grads": params, "hints": found}
 
 
